@@ -1,0 +1,17 @@
+//! Shared crate of the chat handoff relay: domain types, the session store,
+//! credentials, client events and their delivery, and the provider adapters.
+pub mod config;
+pub mod delivery;
+pub mod domain;
+pub mod entry;
+pub mod error;
+pub mod events;
+pub mod http;
+pub mod providers;
+pub mod request;
+pub mod secrets;
+pub mod service;
+pub mod signature;
+pub mod store;
+pub mod telemetry;
+pub mod time;

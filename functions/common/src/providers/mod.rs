@@ -1,0 +1,202 @@
+//! The provider trait every contact-centre platform implements, and the
+//! platform-neutral shapes adapters produce. One module per platform.
+
+pub mod genesys;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, watch};
+
+use crate::domain::{IntegrationKey, SessionId, Tenant};
+use crate::error::Result;
+use crate::events::EndedBy;
+use crate::request::{CustomerMessage, TranscriptEntry, UserInfo};
+use crate::secrets::SecretJson;
+use crate::store::SessionRecord;
+
+/// What a provider call needs: whose credentials, and the shared HTTP client.
+pub struct ProviderCtx<'a> {
+    pub tenant: &'a Tenant,
+    pub credentials: &'a SecretJson,
+    pub http: &'a reqwest::Client,
+}
+
+/// Everything handed to the platform when a conversation opens.
+pub struct StartInput<'a> {
+    pub session_id: &'a SessionId,
+    pub user: &'a UserInfo,
+    pub utterance: Option<&'a str>,
+    pub transcript: &'a [TranscriptEntry],
+    pub context: &'a Map<String, Value>,
+    pub routing: &'a Map<String, Value>,
+}
+
+/// The platform's side of a newly opened conversation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartOutcome {
+    pub conversation_id: String,
+    /// Adapter state kept on the session (ids, never secrets).
+    pub provider_data: Value,
+}
+
+/// Who the live agent is, as far as the platform says.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AgentInfo {
+    pub id: Option<String>,
+    pub display_name: Option<String>,
+}
+
+/// A platform signal, already mapped into neutral terms.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProviderEventKind {
+    AgentJoined(AgentInfo),
+    AgentTyping(AgentInfo),
+    AgentMessage {
+        message_id: String,
+        text: String,
+        agent: AgentInfo,
+        /// Sent by a platform bot rather than a person.
+        from_bot: bool,
+    },
+    AgentLeft {
+        agent: AgentInfo,
+        /// The agent left by transferring; another will join.
+        transfer: bool,
+    },
+    Ended(EndedBy),
+    /// Our own customer message, a receipt, or anything else with no client event.
+    Ignored(&'static str),
+}
+
+/// How a platform event names its conversation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConversationRef {
+    /// The platform's conversation id (looked up in the index).
+    Provider(String),
+    /// Our session id, where the platform echoes it (e.g. Genesys `channel.to.id`).
+    Session(SessionId),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderEvent {
+    /// The platform's own id for this signal: deliveries with the same key are one.
+    pub dedupe_key: String,
+    pub conversation: ConversationRef,
+    pub kind: ProviderEventKind,
+}
+
+/// A webhook as received: raw bytes, lower-cased header names, path after the tenant.
+pub struct WebhookRequest<'a> {
+    pub headers: &'a HashMap<String, String>,
+    pub body: &'a [u8],
+    pub rest_path: &'a str,
+}
+
+/// Why a webhook is refused before parsing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookRejection {
+    /// Missing or wrong signature/secret: 401.
+    Unauthenticated(&'static str),
+}
+
+/// What a platform supports, for the conformance suite and the README table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    pub customer_typing: bool,
+    pub agent_typing: bool,
+    pub agent_joined: bool,
+    pub agent_left: bool,
+}
+
+/// One contact-centre platform.
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync {
+    fn key(&self) -> IntegrationKey;
+
+    fn capabilities(&self) -> Capabilities;
+
+    /// Opens the conversation and hands over the transcript and context.
+    async fn start(&self, ctx: &ProviderCtx<'_>, input: &StartInput<'_>) -> Result<StartOutcome>;
+
+    /// Sends a customer message; returns the platform's reference to it.
+    async fn send_message(
+        &self,
+        ctx: &ProviderCtx<'_>,
+        session: &SessionRecord,
+        message: &CustomerMessage,
+    ) -> Result<Value>;
+
+    async fn send_typing(
+        &self,
+        ctx: &ProviderCtx<'_>,
+        session: &SessionRecord,
+        typing: bool,
+    ) -> Result<()>;
+
+    /// Disconnects the customer; succeeds if already disconnected.
+    async fn end(&self, ctx: &ProviderCtx<'_>, session: &SessionRecord) -> Result<()>;
+
+    /// Checks authenticity on the raw bytes, before anything is parsed.
+    fn authenticate_webhook(
+        &self,
+        credentials: &SecretJson,
+        request: &WebhookRequest<'_>,
+    ) -> std::result::Result<(), WebhookRejection>;
+
+    /// Parses an authenticated webhook into platform events.
+    fn parse_webhook(&self, request: &WebhookRequest<'_>) -> Result<Vec<ProviderEvent>>;
+
+    /// Long-lived notification channels (WebSocket, SSE) held by the poller.
+    fn notifications(&self) -> Option<&dyn NotificationSource> {
+        None
+    }
+}
+
+/// The sessions a notification holder should watch, refreshed by the poller.
+pub type WatchedSessions = watch::Receiver<Vec<SessionRecord>>;
+
+/// A platform whose lifecycle signals come over a channel we must hold open.
+#[async_trait::async_trait]
+pub trait NotificationSource: Send + Sync {
+    /// Holds the tenant's channel(s) until `deadline`, sending events to `sink`.
+    async fn hold(
+        &self,
+        ctx: &ProviderCtx<'_>,
+        sessions: WatchedSessions,
+        sink: mpsc::Sender<ProviderEvent>,
+        deadline: Instant,
+    ) -> Result<()>;
+
+    /// Reads a conversation's current state and returns the events it implies,
+    /// for signals missed while no channel was held.
+    async fn reconcile(
+        &self,
+        ctx: &ProviderCtx<'_>,
+        session: &SessionRecord,
+    ) -> Result<Vec<ProviderEvent>>;
+}
+
+/// All platforms this build supports.
+#[derive(Clone)]
+pub struct Registry {
+    providers: HashMap<IntegrationKey, Arc<dyn Provider>>,
+}
+
+impl Registry {
+    pub fn with_all() -> Self {
+        let mut providers: HashMap<IntegrationKey, Arc<dyn Provider>> = HashMap::new();
+        providers.insert(IntegrationKey::Genesys, Arc::new(genesys::Genesys::new()));
+        Self { providers }
+    }
+
+    pub fn get(&self, key: IntegrationKey) -> Option<Arc<dyn Provider>> {
+        self.providers.get(&key).cloned()
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = IntegrationKey> + '_ {
+        self.providers.keys().copied()
+    }
+}

@@ -1,0 +1,70 @@
+//! end-session: the user ended the chat; disconnect them on the platform.
+
+use serde_json::{json, Value};
+
+use crate::error::{HandoffError, Result};
+use crate::events::EndedBy;
+use crate::request::EndSessionRequest;
+use crate::store::{AppendOutcome, SessionChange};
+use crate::with_credentials;
+
+use super::inbound::{end_change, end_event};
+use super::Deps;
+
+#[tracing::instrument(name = "end_session", skip_all, fields(tenant = tracing::field::Empty, session = tracing::field::Empty))]
+pub async fn handle(deps: &Deps, request: &Value) -> Result<Value> {
+    let req = EndSessionRequest::parse(request)?;
+    let span = tracing::Span::current();
+    span.record("tenant", tracing::field::display(&req.tenant));
+    span.record("session", req.session_id.as_str());
+    let session = deps
+        .store
+        .get_session(&req.tenant, &req.session_id)
+        .await?
+        .ok_or(HandoffError::SessionNotFound)?;
+    let ended = |by: Option<EndedBy>| {
+        json!({"session_id": req.session_id, "status": "ended",
+               "ended_by": by.map(EndedBy::as_str)})
+    };
+    if session.state.is_terminal() {
+        return Ok(ended(session.ended_by));
+    }
+    // Mark first, so the platform's echo of our disconnect reads as the user's end.
+    let marked = deps
+        .store
+        .append(&req.tenant, &req.session_id, None, |s| {
+            let mut data = s.provider_data.clone();
+            data["end_requested"] = json!(true);
+            Ok((
+                vec![],
+                SessionChange {
+                    provider_data: Some(data),
+                    ..Default::default()
+                },
+            ))
+        })
+        .await?;
+    let AppendOutcome::Appended { session, .. } = marked else {
+        return Err(HandoffError::internal("unexpected duplicate"));
+    };
+    if !session.state.is_terminal() {
+        let provider = deps.provider(session.provider)?;
+        with_credentials!(deps, &req.tenant, session.provider, |ctx| provider
+            .end(&ctx, &session))?;
+    }
+    let outcome = deps
+        .store
+        .append(&req.tenant, &req.session_id, None, |s| {
+            if s.state.is_terminal() {
+                return Ok((vec![], SessionChange::default()));
+            }
+            Ok((vec![end_event(EndedBy::User)], end_change(EndedBy::User)))
+        })
+        .await?;
+    let AppendOutcome::Appended { session, .. } = outcome else {
+        return Err(HandoffError::internal("unexpected duplicate"));
+    };
+    deps.push_pending(&req.tenant, &req.session_id, session.delivered_seq)
+        .await;
+    Ok(ended(session.ended_by))
+}

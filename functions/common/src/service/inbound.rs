@@ -1,0 +1,460 @@
+//! Platform -> relay: webhooks (and notification events from the poller),
+//! mapped to client events with the session state machine.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Value};
+
+use crate::domain::{ClientEnv, IntegrationKey, SessionState, Tenant};
+use crate::error::{HandoffError, Result};
+use crate::events::{ClientEventType, EndedBy};
+use crate::providers::{
+    AgentInfo, ConversationRef, ProviderEvent, ProviderEventKind, WebhookRequest,
+};
+use crate::store::{AppendOutcome, NewEvent, SessionChange, SessionRecord};
+
+use super::Deps;
+
+/// Largest webhook body accepted (413 above).
+pub const MAX_WEBHOOK_BYTES: usize = 256 * 1024;
+
+fn agent_json(agent: &AgentInfo, fallback: &Value) -> Value {
+    let name = agent
+        .display_name
+        .clone()
+        .or_else(|| fallback["display_name"].as_str().map(str::to_owned));
+    let id = agent
+        .id
+        .clone()
+        .or_else(|| fallback["id"].as_str().map(str::to_owned));
+    json!({"display_name": name, "id": id})
+}
+
+/// The client events and state change a platform signal implies for a
+/// session. Pure: the state machine of the relay in one place.
+pub fn decide(
+    session: &SessionRecord,
+    kind: &ProviderEventKind,
+    forward_bot_messages: bool,
+) -> (Vec<NewEvent>, SessionChange) {
+    use ProviderEventKind as K;
+    let state = session.state;
+    if state.is_terminal() {
+        // After SESSION_END: recorded (dedupe key), acknowledged, never delivered.
+        return (vec![], SessionChange::default());
+    }
+    let known_agent = &session.provider_data["agent"];
+    let mut data = session.provider_data.clone();
+    let joined = |agent: &AgentInfo, data: &mut Value| {
+        let a = agent_json(agent, known_agent);
+        data["agent"] = a.clone();
+        NewEvent::new(ClientEventType::LiveAgentJoined, json!({"agent": a}))
+    };
+    match kind {
+        K::Ignored(_) => (vec![], SessionChange::default()),
+        K::AgentJoined(agent) => {
+            if state == SessionState::Active {
+                return (vec![], SessionChange::default()); // already known (e.g. inferred from a message)
+            }
+            let ev = joined(agent, &mut data);
+            (
+                vec![ev],
+                SessionChange {
+                    state: Some(SessionState::Active),
+                    provider_data: Some(data),
+                    ..Default::default()
+                },
+            )
+        }
+        K::AgentTyping(agent) => {
+            if state != SessionState::Active {
+                return (vec![], SessionChange::default()); // never before JOINED
+            }
+            (
+                vec![NewEvent::new(
+                    ClientEventType::LiveAgentTyping,
+                    json!({"agent": agent_json(agent, known_agent), "typing": true}),
+                )],
+                SessionChange::default(),
+            )
+        }
+        K::AgentMessage {
+            message_id,
+            text,
+            agent,
+            from_bot,
+        } => {
+            if *from_bot && !forward_bot_messages {
+                return (vec![], SessionChange::default());
+            }
+            let mut events = Vec::new();
+            let mut change = SessionChange::default();
+            if !from_bot && state != SessionState::Active {
+                // The join notification is late or lost: a person wrote, so someone joined.
+                events.push(joined(agent, &mut data));
+                change.state = Some(SessionState::Active);
+                change.provider_data = Some(data.clone());
+            }
+            let agent = agent_json(agent, &data["agent"]);
+            events.push(NewEvent::new(
+                ClientEventType::LiveAgentMessage,
+                json!({"message_id": message_id, "text": text, "agent": agent, "from_bot": from_bot}),
+            ));
+            (events, change)
+        }
+        K::AgentLeft { agent, transfer } => {
+            if state != SessionState::Active {
+                return (vec![], SessionChange::default());
+            }
+            let a = agent_json(agent, known_agent);
+            data["agent"] = Value::Null;
+            (
+                vec![NewEvent::new(
+                    ClientEventType::LiveAgentLeft,
+                    json!({"agent": a, "reason": if *transfer { "transfer" } else { "left" }}),
+                )],
+                SessionChange {
+                    state: Some(SessionState::Queued),
+                    provider_data: Some(data),
+                    ..Default::default()
+                },
+            )
+        }
+        K::Ended(by) => {
+            // Our own disconnect comes back from the platform as "ended": it was the user.
+            let by = if session.provider_data["end_requested"] == true {
+                EndedBy::User
+            } else {
+                *by
+            };
+            (vec![end_event(by)], end_change(by))
+        }
+    }
+}
+
+/// `SESSION_END` with who ended it.
+pub fn end_event(by: EndedBy) -> NewEvent {
+    NewEvent::new(
+        ClientEventType::SessionEnd,
+        json!({"ended_by": by.as_str()}),
+    )
+}
+
+pub fn end_change(by: EndedBy) -> SessionChange {
+    SessionChange {
+        state: Some(SessionState::Ended),
+        ended_by: Some(by),
+        ..Default::default()
+    }
+}
+
+/// What applying one platform event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Stored (possibly as no client event); `n` client events appended.
+    Stored(usize),
+    Duplicate,
+    /// No session of this tenant matches; acknowledged and recorded.
+    UnknownConversation,
+}
+
+/// Stores one platform event exactly once and pushes the client events it implies.
+pub async fn apply_event(
+    deps: &Deps,
+    tenant: &Tenant,
+    key: IntegrationKey,
+    event: &ProviderEvent,
+    forward_bot_messages: bool,
+) -> Result<Applied> {
+    let session = match &event.conversation {
+        ConversationRef::Provider(cid) => deps.store.find_by_conversation(tenant, key, cid).await?,
+        ConversationRef::Session(sid) => deps
+            .store
+            .get_session(tenant, sid)
+            .await?
+            .filter(|s| s.provider == key),
+    };
+    let Some(session) = session else {
+        let first = deps.store.remember(tenant, key, &event.dedupe_key).await?;
+        tracing::info!(dedupe = %event.dedupe_key, first, "platform event for no session of this tenant");
+        return Ok(if first {
+            Applied::UnknownConversation
+        } else {
+            Applied::Duplicate
+        });
+    };
+    let outcome = deps
+        .store
+        .append(
+            tenant,
+            &session.session_id,
+            Some((key, &event.dedupe_key)),
+            |current| Ok(decide(current, &event.kind, forward_bot_messages)),
+        )
+        .await?;
+    match outcome {
+        AppendOutcome::Duplicate => Ok(Applied::Duplicate),
+        AppendOutcome::Appended {
+            session: after,
+            events,
+        } => {
+            if !events.is_empty() {
+                deps.push_pending(tenant, &after.session_id, after.delivered_seq)
+                    .await;
+            }
+            Ok(Applied::Stored(events.len()))
+        }
+    }
+}
+
+/// An HTTP answer of the webhook function.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookResponse {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl WebhookResponse {
+    fn error(status: u16, code: &str, message: &str) -> Self {
+        Self {
+            status,
+            body: json!({"error": {"code": code, "message": message}}),
+        }
+    }
+}
+
+/// `/webhooks/{provider}/{account_id}/{project_id}/{client_env}[/{rest+}]`.
+pub fn parse_webhook_path(path: &str) -> Option<(IntegrationKey, Tenant, String)> {
+    let rest = path.strip_prefix("/webhooks/")?;
+    let mut parts = rest.splitn(5, '/');
+    let provider = IntegrationKey::from_path_name(parts.next()?)?;
+    let account = parts.next()?;
+    let project = parts.next()?;
+    let env = ClientEnv::parse(parts.next()?).ok()?;
+    let tenant = Tenant::new(account, project, env).ok()?;
+    let rest = parts.next().map(|r| format!("/{r}")).unwrap_or_default();
+    Some((provider, tenant, rest))
+}
+
+/// Handles one webhook: authenticate on the raw bytes, parse, store once, map.
+/// Never answers 2xx for something not stored.
+#[tracing::instrument(name = "inbound_webhook", skip_all, fields(tenant = tracing::field::Empty, provider = tracing::field::Empty))]
+pub async fn handle_webhook(
+    deps: &Deps,
+    path: &str,
+    headers: &HashMap<String, String>,
+    body: &[u8],
+) -> WebhookResponse {
+    let Some((key, tenant, rest)) = parse_webhook_path(path) else {
+        return WebhookResponse::error(404, "not_found", "unknown webhook route");
+    };
+    let span = tracing::Span::current();
+    span.record("tenant", tracing::field::display(&tenant));
+    span.record("provider", key.as_str());
+    if body.len() > MAX_WEBHOOK_BYTES {
+        return WebhookResponse::error(413, "payload_too_large", "body over 256 KiB");
+    }
+    let Ok(provider) = deps.provider(key) else {
+        return WebhookResponse::error(404, "unknown_integration", "integration not supported");
+    };
+    let credentials = match deps.secrets.integration(&tenant, key).await {
+        Ok(c) => c,
+        Err(HandoffError::NotConfigured(_)) => {
+            return WebhookResponse::error(404, "not_configured", "unknown tenant or integration")
+        }
+        Err(e) => return WebhookResponse::error(503, e.code(), "credentials unavailable"),
+    };
+    let request = WebhookRequest {
+        headers,
+        body,
+        rest_path: &rest,
+    };
+    if let Err(rejection) = provider.authenticate_webhook(&credentials, &request) {
+        tracing::warn!(reason = ?rejection, "webhook rejected");
+        return WebhookResponse::error(401, "unauthenticated", "signature or secret check failed");
+    }
+    let events = match provider.parse_webhook(&request) {
+        Ok(evs) => evs,
+        Err(e) => return WebhookResponse::error(400, "malformed", &e.to_string()),
+    };
+    let forward_bot = match deps.secrets.runtime(&tenant).await {
+        Ok(r) => r.forward_bot_messages,
+        Err(_) => true,
+    };
+    let mut stored = 0;
+    let mut duplicates = 0;
+    for event in &events {
+        match apply_event(deps, &tenant, key, event, forward_bot).await {
+            Ok(Applied::Duplicate) => duplicates += 1,
+            Ok(_) => stored += 1,
+            Err(e) => {
+                tracing::error!(error = %e, "webhook event not stored");
+                // Not stored: the platform must retry.
+                return WebhookResponse::error(503, e.code(), "event not stored; retry");
+            }
+        }
+    }
+    WebhookResponse {
+        status: 200,
+        body: json!({"ok": true, "stored": stored, "duplicates": duplicates}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::SessionId;
+
+    fn session(state: SessionState) -> SessionRecord {
+        let mut s = SessionRecord::new(
+            Tenant::new("acme", "support", ClientEnv::Live).unwrap(),
+            SessionId::parse("conv-1").unwrap(),
+            IntegrationKey::Genesys,
+            json!({}),
+        );
+        s.state = state;
+        s
+    }
+
+    fn sam() -> AgentInfo {
+        AgentInfo {
+            id: Some("u7".into()),
+            display_name: Some("Sam".into()),
+        }
+    }
+
+    fn types(evs: &[NewEvent]) -> Vec<ClientEventType> {
+        evs.iter().map(|e| e.event_type).collect()
+    }
+
+    #[test]
+    fn join_activates_and_names_the_agent() {
+        let (evs, change) = decide(
+            &session(SessionState::Queued),
+            &ProviderEventKind::AgentJoined(sam()),
+            true,
+        );
+        assert_eq!(types(&evs), vec![ClientEventType::LiveAgentJoined]);
+        assert_eq!(evs[0].data["agent"]["display_name"], "Sam");
+        assert_eq!(change.state, Some(SessionState::Active));
+        // A second join signal for an active session adds nothing.
+        let (evs, _) = decide(
+            &session(SessionState::Active),
+            &ProviderEventKind::AgentJoined(sam()),
+            true,
+        );
+        assert!(evs.is_empty());
+    }
+
+    #[test]
+    fn message_before_join_infers_join_once() {
+        let kind = ProviderEventKind::AgentMessage {
+            message_id: "m1".into(),
+            text: "hi".into(),
+            agent: sam(),
+            from_bot: false,
+        };
+        let (evs, change) = decide(&session(SessionState::Queued), &kind, true);
+        assert_eq!(
+            types(&evs),
+            vec![
+                ClientEventType::LiveAgentJoined,
+                ClientEventType::LiveAgentMessage
+            ]
+        );
+        assert_eq!(change.state, Some(SessionState::Active));
+        let (evs, change) = decide(&session(SessionState::Active), &kind, true);
+        assert_eq!(types(&evs), vec![ClientEventType::LiveAgentMessage]);
+        assert_eq!(change.state, None);
+    }
+
+    #[test]
+    fn typing_never_before_join() {
+        let (evs, _) = decide(
+            &session(SessionState::Queued),
+            &ProviderEventKind::AgentTyping(sam()),
+            true,
+        );
+        assert!(evs.is_empty());
+        let (evs, _) = decide(
+            &session(SessionState::Active),
+            &ProviderEventKind::AgentTyping(sam()),
+            true,
+        );
+        assert_eq!(types(&evs), vec![ClientEventType::LiveAgentTyping]);
+    }
+
+    #[test]
+    fn bot_messages_follow_the_tenant_setting() {
+        let kind = ProviderEventKind::AgentMessage {
+            message_id: "b1".into(),
+            text: "menu".into(),
+            agent: AgentInfo::default(),
+            from_bot: true,
+        };
+        assert!(decide(&session(SessionState::Queued), &kind, false)
+            .0
+            .is_empty());
+        let (evs, change) = decide(&session(SessionState::Queued), &kind, true);
+        assert_eq!(types(&evs), vec![ClientEventType::LiveAgentMessage]);
+        assert_eq!(change.state, None, "a bot does not make the session active");
+    }
+
+    #[test]
+    fn leaving_returns_to_queued_and_transfer_is_marked() {
+        let kind = ProviderEventKind::AgentLeft {
+            agent: sam(),
+            transfer: true,
+        };
+        let (evs, change) = decide(&session(SessionState::Active), &kind, true);
+        assert_eq!(types(&evs), vec![ClientEventType::LiveAgentLeft]);
+        assert_eq!(evs[0].data["reason"], "transfer");
+        assert_eq!(change.state, Some(SessionState::Queued));
+        assert!(decide(&session(SessionState::Queued), &kind, true)
+            .0
+            .is_empty());
+    }
+
+    #[test]
+    fn end_is_terminal_and_user_requested_end_says_user() {
+        let (evs, change) = decide(
+            &session(SessionState::Active),
+            &ProviderEventKind::Ended(EndedBy::Agent),
+            true,
+        );
+        assert_eq!(types(&evs), vec![ClientEventType::SessionEnd]);
+        assert_eq!(evs[0].data["ended_by"], "agent");
+        assert_eq!(change.state, Some(SessionState::Ended));
+        let mut requested = session(SessionState::Active);
+        requested.provider_data["end_requested"] = json!(true);
+        let (evs, _) = decide(&requested, &ProviderEventKind::Ended(EndedBy::Agent), true);
+        assert_eq!(evs[0].data["ended_by"], "user");
+        // After the end nothing is delivered.
+        for kind in [
+            ProviderEventKind::AgentJoined(sam()),
+            ProviderEventKind::AgentTyping(sam()),
+            ProviderEventKind::Ended(EndedBy::Agent),
+        ] {
+            assert!(decide(&session(SessionState::Ended), &kind, true)
+                .0
+                .is_empty());
+        }
+    }
+
+    #[test]
+    fn webhook_paths() {
+        let (k, t, rest) = parse_webhook_path("/webhooks/genesys/acme/support/live").unwrap();
+        assert_eq!(k, IntegrationKey::Genesys);
+        assert_eq!(t.key(), "acme/support/live");
+        assert_eq!(rest, "");
+        let (k, _, rest) =
+            parse_webhook_path("/webhooks/nice/acme/support/sandbox/2.0/channel/x/outbound")
+                .unwrap();
+        assert_eq!(k, IntegrationKey::Nice);
+        assert_eq!(rest, "/2.0/channel/x/outbound");
+        assert!(parse_webhook_path("/webhooks/avaya/acme/support/live").is_none());
+        assert!(parse_webhook_path("/webhooks/genesys/acme/support/prod").is_none());
+        assert!(parse_webhook_path("/webhooks/genesys/acme").is_none());
+        assert!(parse_webhook_path("/other").is_none());
+    }
+}

@@ -1,0 +1,312 @@
+//! notification-poller (scheduled): holds platform notification channels per
+//! tenant, sweeps undelivered client events, ends sessions past their age.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::domain::{IntegrationKey, Tenant};
+use crate::error::Result;
+use crate::events::EndedBy;
+use crate::providers::{Provider, ProviderCtx};
+use crate::store::{AppendOutcome, SessionChange, SessionRecord};
+use crate::time::now_ms;
+
+use super::inbound::{apply_event, end_change, end_event, Applied};
+use super::Deps;
+
+/// Sessions pushed per sweep.
+const SWEEP_BATCH: usize = 200;
+/// Events buffered between a socket and the store.
+const SINK_CAPACITY: usize = 1024;
+
+/// Timing of one poller invocation.
+#[derive(Debug, Clone, Copy)]
+pub struct PollerTuning {
+    /// How long this invocation holds notification channels.
+    pub hold: Duration,
+    /// How often the list of watched sessions and the push sweep are refreshed.
+    pub refresh: Duration,
+}
+
+impl PollerTuning {
+    /// `POLLER_HOLD_SECONDS` (default 50), `POLLER_REFRESH_MS` (default 2000).
+    pub fn from_env() -> Self {
+        let num = |k: &str, d: u64| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(d)
+        };
+        Self {
+            hold: Duration::from_secs(num("POLLER_HOLD_SECONDS", 50)),
+            refresh: Duration::from_millis(num("POLLER_REFRESH_MS", 2000).max(100)),
+        }
+    }
+}
+
+/// What one invocation did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PollReport {
+    pub pushed: usize,
+    pub expired: usize,
+    pub tenants_held: usize,
+    pub events_applied: usize,
+}
+
+/// Pushes every session's due backlog once.
+pub async fn sweep_pushes(deps: &Deps) -> Result<usize> {
+    let due = deps
+        .store
+        .sessions_with_due_pushes(now_ms(), SWEEP_BATCH)
+        .await?;
+    let mut pushed = 0;
+    for (tenant, session) in due {
+        let Some(rec) = deps.store.get_session(&tenant, &session).await? else {
+            continue;
+        };
+        match deps
+            .pusher
+            .push_backlog(
+                &deps.store,
+                &deps.secrets,
+                &tenant,
+                &session,
+                rec.delivered_seq,
+            )
+            .await
+        {
+            Ok(r) => pushed += r.pushed,
+            Err(e) => {
+                tracing::warn!(tenant = %tenant, session = %session, error = %e, "sweep push failed")
+            }
+        }
+    }
+    Ok(pushed)
+}
+
+/// Ends open sessions older than their tenant's maximum age (`ended_by: timeout`).
+pub async fn expire_sessions(deps: &Deps, key: IntegrationKey, live: &[SessionRecord]) -> usize {
+    let mut expired = 0;
+    for s in live {
+        let Ok(runtime) = deps.secrets.runtime(&s.tenant).await else {
+            continue;
+        };
+        let age_ms = now_ms() - s.created_at_ms;
+        if age_ms < runtime.max_session_age_secs as i64 * 1000 {
+            continue;
+        }
+        // Best effort on the platform; the session ends here regardless.
+        if let (Ok(provider), Ok(creds)) = (
+            deps.provider(key),
+            deps.secrets.integration(&s.tenant, key).await,
+        ) {
+            let ctx = ProviderCtx {
+                tenant: &s.tenant,
+                credentials: &creds,
+                http: &deps.http,
+            };
+            if let Err(e) = provider.end(&ctx, s).await {
+                tracing::warn!(session = %s.session_id, error = %e, "platform close on timeout failed");
+            }
+        }
+        let outcome = deps
+            .store
+            .append(&s.tenant, &s.session_id, None, |cur| {
+                if cur.state.is_terminal() {
+                    return Ok((vec![], SessionChange::default()));
+                }
+                Ok((
+                    vec![end_event(EndedBy::Timeout)],
+                    end_change(EndedBy::Timeout),
+                ))
+            })
+            .await;
+        if let Ok(AppendOutcome::Appended { session, events }) = outcome {
+            if !events.is_empty() {
+                expired += 1;
+                tracing::info!(tenant = %s.tenant, session = %s.session_id, "session expired");
+                deps.push_pending(&s.tenant, &s.session_id, session.delivered_seq)
+                    .await;
+            }
+        }
+    }
+    expired
+}
+
+struct Held {
+    sessions: watch::Sender<Vec<SessionRecord>>,
+}
+
+/// One invocation: sweep, expire, then hold channels until the deadline.
+#[tracing::instrument(name = "notification_poller", skip_all)]
+pub async fn run(deps: Arc<Deps>, tuning: PollerTuning) -> Result<PollReport> {
+    let deadline = Instant::now() + tuning.hold;
+    let owner = uuid::Uuid::new_v4().to_string();
+    let mut report = PollReport::default();
+    let mut held: HashMap<(IntegrationKey, Tenant), Held> = HashMap::new();
+    let mut tasks = JoinSet::new();
+    let applied = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+
+    loop {
+        report.pushed += sweep_pushes(&deps).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "sweep failed");
+            0
+        });
+        for key in deps.registry.keys().collect::<Vec<_>>() {
+            let live = match deps.store.live_sessions(key).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "listing live sessions failed");
+                    continue;
+                }
+            };
+            report.expired += expire_sessions(&deps, key, &live).await;
+            let Ok(provider) = deps.provider(key) else {
+                continue;
+            };
+            if provider.notifications().is_none() {
+                continue;
+            }
+            let mut by_tenant: HashMap<Tenant, Vec<SessionRecord>> = HashMap::new();
+            for s in live
+                .into_iter()
+                .filter(|s| s.provider_conversation_id.is_some())
+            {
+                by_tenant.entry(s.tenant.clone()).or_default().push(s);
+            }
+            // Tenants with nothing left to watch get an empty list (their holder idles out).
+            for ((k, t), h) in &held {
+                if *k == key && !by_tenant.contains_key(t) {
+                    h.sessions.send_if_modified(|v| {
+                        let changed = !v.is_empty();
+                        v.clear();
+                        changed
+                    });
+                }
+            }
+            for (tenant, sessions) in by_tenant {
+                if let Some(h) = held.get(&(key, tenant.clone())) {
+                    h.sessions.send_if_modified(|v| {
+                        let changed = *v != sessions;
+                        if changed {
+                            *v = sessions.clone();
+                        }
+                        changed
+                    });
+                    continue;
+                }
+                let lease = format!("notify#{}#{}", key.as_str(), tenant.key());
+                let until = deadline_ms(deadline) + 5_000;
+                match deps.store.acquire_lease(&lease, &owner, until).await {
+                    Ok(true) => {}
+                    Ok(false) => continue, // another invocation holds this tenant
+                    Err(e) => {
+                        tracing::warn!(error = %e, "lease failed");
+                        continue;
+                    }
+                }
+                let (tx, rx) = watch::channel(sessions);
+                held.insert((key, tenant.clone()), Held { sessions: tx });
+                report.tenants_held += 1;
+                tasks.spawn(hold_tenant(
+                    deps.clone(),
+                    provider.clone(),
+                    tenant,
+                    rx,
+                    deadline,
+                    applied.clone(),
+                ));
+            }
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        tokio::time::sleep_until((now + tuning.refresh).min(deadline).into()).await;
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    drop(held);
+    while tasks.join_next().await.is_some() {}
+    // Leases are per tenant; they lapse by themselves shortly after the deadline.
+    report.events_applied = applied.load(std::sync::atomic::Ordering::SeqCst);
+    report.pushed += sweep_pushes(&deps).await.unwrap_or(0);
+    Ok(report)
+}
+
+fn deadline_ms(deadline: Instant) -> i64 {
+    now_ms()
+        + deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis() as i64
+}
+
+/// Holds one tenant's channels and applies what arrives, in order.
+#[tracing::instrument(name = "hold", skip_all, fields(tenant = %tenant, provider = provider.key().as_str()))]
+async fn hold_tenant(
+    deps: Arc<Deps>,
+    provider: Arc<dyn Provider>,
+    tenant: Tenant,
+    sessions: watch::Receiver<Vec<SessionRecord>>,
+    deadline: Instant,
+    applied: Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let key = provider.key();
+    let (sink, mut events) = mpsc::channel(SINK_CAPACITY);
+    let forward_bot = deps
+        .secrets
+        .runtime(&tenant)
+        .await
+        .map(|r| r.forward_bot_messages)
+        .unwrap_or(true);
+    let consumer = {
+        let deps = deps.clone();
+        let tenant = tenant.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                // A failed store is retried: the platform will not send it again.
+                for attempt in 0..5u32 {
+                    match apply_event(&deps, &tenant, key, &ev, forward_bot).await {
+                        Ok(Applied::Stored(_)) | Ok(Applied::UnknownConversation) => {
+                            applied.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            break;
+                        }
+                        Ok(Applied::Duplicate) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, attempt, "notification event not stored yet");
+                            tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let outcome = async {
+        let creds = deps.secrets.integration(&tenant, key).await?;
+        let ctx = ProviderCtx {
+            tenant: &tenant,
+            credentials: &creds,
+            http: &deps.http,
+        };
+        match provider.notifications() {
+            Some(source) => source.hold(&ctx, sessions, sink, deadline).await,
+            None => Ok(()),
+        }
+    }
+    .await;
+    if let Err(e) = outcome {
+        tracing::warn!(tenant = %tenant, error = %e, "notification hold ended with an error");
+    }
+    let _ = consumer.await;
+}
+
+/// The scheduled event's answer.
+pub fn report_json(report: &PollReport) -> Value {
+    json!({"ok": true, "report": report})
+}

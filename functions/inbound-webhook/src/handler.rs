@@ -1,0 +1,116 @@
+//! HTTP glue: raw bytes and headers in, status and JSON out.
+
+use std::collections::HashMap;
+
+use handoff_common::service::inbound::{handle_webhook, WebhookResponse};
+use handoff_common::service::Deps;
+use lambda_http::{Body, Error, Request, Response};
+
+/// Lower-cased header names; repeated headers keep the first value.
+fn headers_of(request: &Request) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for (name, value) in request.headers() {
+        if let Ok(v) = value.to_str() {
+            out.entry(name.as_str().to_ascii_lowercase())
+                .or_insert_with(|| v.to_owned());
+        }
+    }
+    out
+}
+
+/// The path the route matched, without a `/lambda-url/{function}` prefix
+/// (cargo lambda watch) or a stage.
+fn route_path(request: &Request) -> String {
+    let path = request.uri().path();
+    match path.strip_prefix("/lambda-url/") {
+        Some(rest) => rest
+            .split_once('/')
+            .map(|(_, p)| format!("/{p}"))
+            .unwrap_or_default(),
+        None => path.to_owned(),
+    }
+}
+
+pub async fn handle(deps: &Deps, request: Request) -> Result<Response<Body>, Error> {
+    let body: &[u8] = match request.body() {
+        Body::Empty => &[],
+        Body::Text(t) => t.as_bytes(),
+        Body::Binary(b) => b,
+        _ => &[],
+    };
+    let WebhookResponse { status, body } =
+        handle_webhook(deps, &route_path(&request), &headers_of(&request), body).await;
+    Ok(Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_the_watch_prefix() {
+        let req = lambda_http::http::Request::builder()
+            .uri("http://127.0.0.1:9000/lambda-url/inbound-webhook/webhooks/genesys/acme/support/live")
+            .body(Body::Empty)
+            .unwrap();
+        assert_eq!(
+            route_path(&Request::from(req)),
+            "/webhooks/genesys/acme/support/live"
+        );
+        let req = lambda_http::http::Request::builder()
+            .uri("https://api.example/webhooks/genesys/acme/support/live")
+            .header("X-Hub-Signature-256", "sha256=abc")
+            .body(Body::Empty)
+            .unwrap();
+        let req = Request::from(req);
+        assert_eq!(route_path(&req), "/webhooks/genesys/acme/support/live");
+        assert_eq!(headers_of(&req)["x-hub-signature-256"], "sha256=abc");
+    }
+}
+
+#[cfg(test)]
+mod fixture_tests {
+    use super::*;
+    use handoff_common::providers::genesys::{api::GenesysCredentials, webhook};
+
+    /// API Gateway v2 fixtures reach the handler with the exact bytes Genesys signed.
+    #[test]
+    fn api_gateway_fixtures_verify_and_parse() {
+        let creds: GenesysCredentials = serde_json::from_value(serde_json::json!({
+            "region_domain": "mypurecloud.com", "client_id": "c", "client_secret": "s",
+            "integration_id": "int-demo", "webhook_secret": "fixture-webhook-secret-0123"}))
+        .unwrap();
+        for fixture in [
+            include_str!("../events/genesys-agent-text.json"),
+            include_str!("../events/genesys-typing.json"),
+        ] {
+            let request = lambda_http::request::from_str(fixture).unwrap();
+            assert_eq!(
+                route_path(&request),
+                "/webhooks/genesys/demo/support/sandbox"
+            );
+            let headers = headers_of(&request);
+            let Body::Text(body) = request.body() else {
+                panic!("text body")
+            };
+            webhook::authenticate(
+                &creds,
+                headers.get(webhook::SIGNATURE_HEADER).map(String::as_str),
+                body.as_bytes(),
+            )
+            .expect("fixture signature verifies");
+            assert_eq!(webhook::parse(body.as_bytes()).unwrap().len(), 1);
+            let mut tampered = body.clone().into_bytes();
+            tampered[10] ^= 1;
+            assert!(webhook::authenticate(
+                &creds,
+                headers.get(webhook::SIGNATURE_HEADER).map(String::as_str),
+                &tampered
+            )
+            .is_err());
+        }
+    }
+}

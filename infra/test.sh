@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every test: format and lint, unit tests, the SAM template check, then the
+# end-to-end suite against the real local stack (DynamoDB Local, moto, the
+# simulators, cargo lambda watch), which this script starts and stops.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$REPO_ROOT/infra/stack.sh"
+cd "$REPO_ROOT"
+trap stop_all EXIT INT TERM
+started=$(date +%s)
+
+"$REPO_ROOT/infra/setup.sh"
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+log "unit tests"
+cargo test --workspace --quiet 2>&1 | tee "$LOCAL_DIR/unit-tests.log"
+log "SAM template"
+"$REPO_ROOT/infra/validate-template.sh"
+
+log "building binaries for the local stack"
+cargo build --workspace --bins --tests --quiet
+export STACK_LOGS="$LOCAL_DIR/test-logs"
+rm -rf "$STACK_LOGS"
+start_stack
+log "end-to-end tests"
+cargo test -p e2e --quiet -- --test-threads 4 2>&1 | tee "$LOCAL_DIR/e2e-tests.log"
+log "demo script (scripted handoff through the widget's API)"
+bash "$REPO_ROOT/infra/demo-check.sh"
+log "all tests passed in $(( $(date +%s) - started )) s"

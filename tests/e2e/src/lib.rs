@@ -1,0 +1,450 @@
+//! Harness for the end-to-end tests: the local stack (started by
+//! `infra/test.sh`) is found through environment variables; each test makes
+//! its own tenant with its own secrets, simulator integration and client-event
+//! receiver, so tests run in parallel without seeing each other.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use handoff_common::events::ClientEvent;
+use handoff_common::signature::{
+    verify_client_event, CLIENT_EVENT_SIGNATURE_HEADER, CLIENT_EVENT_TIMESTAMP_HEADER,
+};
+use serde_json::{json, Value};
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the end-to-end tests through infra/test.sh, which starts the local stack")
+    })
+}
+
+fn random_hex(n: usize) -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..n].to_owned()
+}
+
+/// Client events received by one tenant's runtime endpoint.
+#[derive(Default)]
+pub struct Received {
+    /// Every accepted POST, in arrival order (redeliveries included).
+    pub deliveries: Vec<ClientEvent>,
+    pub rejected: usize,
+    /// Answer 503 to this many pushes (the relay must retry).
+    pub fail_next: usize,
+}
+
+type Shared = Arc<Mutex<Received>>;
+
+async fn receive(
+    State((secret, shared)): State<(String, Shared)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let now = handoff_common::time::now_ms() / 1000;
+    let mut r = shared.lock().unwrap();
+    if !verify_client_event(
+        secret.as_bytes(),
+        &h(CLIENT_EVENT_TIMESTAMP_HEADER),
+        &h(CLIENT_EVENT_SIGNATURE_HEADER),
+        &body,
+        now,
+        300,
+    ) {
+        r.rejected += 1;
+        return StatusCode::UNAUTHORIZED;
+    }
+    if r.fail_next > 0 {
+        r.fail_next -= 1;
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    match serde_json::from_slice::<ClientEvent>(&body) {
+        Ok(ev) => {
+            r.deliveries.push(ev);
+            StatusCode::OK
+        }
+        Err(_) => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// A tenant of its own, wired to the simulator and a receiver.
+pub struct TestTenant {
+    pub account_id: String,
+    pub project_id: String,
+    pub client_env: String,
+    pub integration_id: String,
+    pub webhook_url: String,
+    pub webhook_secret: String,
+    pub lambda_url: String,
+    pub sim_url: String,
+    pub received: Shared,
+    pub http: reqwest::Client,
+}
+
+pub async fn secrets_client() -> aws_sdk_secretsmanager::Client {
+    let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    aws_sdk_secretsmanager::Client::new(&conf)
+}
+
+pub async fn put_secret(name: &str, value: &Value) {
+    let client = secrets_client().await;
+    let body = value.to_string();
+    if client
+        .create_secret()
+        .name(name)
+        .secret_string(&body)
+        .send()
+        .await
+        .is_err()
+    {
+        client
+            .put_secret_value()
+            .secret_id(name)
+            .secret_string(&body)
+            .send()
+            .await
+            .expect("put secret");
+    }
+}
+
+impl TestTenant {
+    /// A fresh tenant (random account id) in `client_env`.
+    pub async fn new(client_env: &str) -> Self {
+        let lambda_url = env("LAMBDA_URL");
+        let sim_url = env("SIM_URL");
+        let account_id = format!("t{}", random_hex(10));
+        let project_id = "support".to_owned();
+        let received: Shared = Arc::default();
+        let events_secret = format!("ev-{}", random_hex(24));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let events_url = format!("http://{}/events", listener.local_addr().unwrap());
+        let app = Router::new()
+            .route("/events", post(receive))
+            .with_state((events_secret.clone(), received.clone()));
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let integration_id = format!("int-{}", random_hex(12));
+        let client_id = format!("client-{}", random_hex(12));
+        let client_secret = random_hex(24);
+        let webhook_secret = format!("whsec-{}", random_hex(24));
+        let tenant_path = format!("{account_id}/{project_id}/{client_env}");
+        let webhook_url =
+            format!("{lambda_url}/lambda-url/inbound-webhook/webhooks/genesys/{tenant_path}");
+        let resp = http
+            .post(format!("{sim_url}/sim/genesys/integrations"))
+            .json(
+                &json!({"integration_id": integration_id, "client_id": client_id,
+                "client_secret": client_secret, "webhook_url": webhook_url,
+                "webhook_secret": webhook_secret, "typing_outbound": true}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            resp.status().is_success(),
+            "sim integration: {}",
+            resp.text().await.unwrap()
+        );
+        put_secret(
+            &format!("chat-handoff/{tenant_path}/runtime"),
+            &json!({"events_url": events_url, "events_secret": events_secret,
+                    "destinations": {"billing-desk": {"genesys_integration": {"queue": "billing"}}}}),
+        )
+        .await;
+        put_secret(
+            &format!("chat-handoff/{tenant_path}/genesys_integration"),
+            &json!({"api_base": format!("{sim_url}/genesys"), "login_base": format!("{sim_url}/genesys/login"),
+                    "client_id": client_id, "client_secret": client_secret,
+                    "integration_id": integration_id, "webhook_secret": webhook_secret}),
+        )
+        .await;
+        Self {
+            account_id,
+            project_id,
+            client_env: client_env.to_owned(),
+            integration_id,
+            webhook_url,
+            webhook_secret,
+            lambda_url,
+            sim_url,
+            received,
+            http,
+        }
+    }
+
+    pub fn tenant_json(&self) -> Value {
+        json!({"account_id": self.account_id, "project_id": self.project_id, "client_env": self.client_env})
+    }
+
+    /// Direct invoke through cargo lambda watch.
+    pub async fn invoke(&self, function: &str, payload: &Value) -> Value {
+        let resp = self
+            .http
+            .post(format!(
+                "{}/2015-03-31/functions/{function}/invocations",
+                self.lambda_url
+            ))
+            .json(payload)
+            .send()
+            .await
+            .expect("invoke");
+        let text = resp.text().await.unwrap();
+        serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{function} answered non-JSON: {text}"))
+    }
+
+    pub fn start_request(&self, session: &str) -> Value {
+        json!({"tenant": self.tenant_json(), "session_id": session,
+            "utterance": "No problem, I'll transfer you to a live agent now.",
+            "handoff": {"text_chat": {"genesys_integration": {"queue": "billing"}}},
+            "user": {"id": "u-1", "display_name": "Ada", "channel": "webchat"},
+            "transcript": [{"role": "user", "text": "my parcel arrived broken", "at": "2026-11-23T10:00:00Z"},
+                           {"role": "assistant", "text": "Sorry to hear that!", "at": "2026-11-23T10:00:02Z"}],
+            "context": {"customer_id": "C-42", "reason": "refund", "verified": true}})
+    }
+
+    pub async fn start(&self, session: &str) -> Value {
+        self.invoke("start-handoff", &self.start_request(session))
+            .await
+    }
+
+    pub async fn send(&self, session: &str, id: &str, text: &str) -> Value {
+        self.invoke(
+            "outbound-relay",
+            &json!({"tenant": self.tenant_json(), "session_id": session,
+            "message": {"id": id, "text": text}}),
+        )
+        .await
+    }
+
+    pub async fn end(&self, session: &str) -> Value {
+        self.invoke(
+            "end-session",
+            &json!({"tenant": self.tenant_json(), "session_id": session,
+            "reason": "USER_END_SESSION"}),
+        )
+        .await
+    }
+
+    /// The simulator's view of this session's conversation.
+    pub async fn conversation(&self, session: &str) -> Option<Value> {
+        let list: Value = self
+            .http
+            .get(format!(
+                "{}/sim/genesys/conversations?integration_id={}",
+                self.sim_url, self.integration_id
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        list.as_array()?
+            .iter()
+            .find(|c| c["customer"]["id"] == session)
+            .cloned()
+    }
+
+    pub async fn wait_conversation(
+        &self,
+        session: &str,
+        what: &str,
+        ok: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(c) = self.conversation(session).await {
+                if ok(&c) {
+                    return c;
+                }
+                if Instant::now() > deadline {
+                    panic!("timed out waiting for {what}; conversation: {c:#}");
+                }
+            } else if Instant::now() > deadline {
+                panic!("timed out waiting for {what}: no conversation");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// An agent action in the simulator's desktop API.
+    pub async fn agent(&self, conversation_id: &str, action: &str, body: Value) -> Value {
+        let resp = self
+            .http
+            .post(format!(
+                "{}/sim/genesys/conversations/{conversation_id}/{action}",
+                self.sim_url
+            ))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        assert!(status.is_success(), "agent {action}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    pub async fn faults(&self, knobs: Value) {
+        let mut body = knobs;
+        body["integration_id"] = json!(self.integration_id);
+        let resp = self
+            .http
+            .post(format!("{}/sim/genesys/faults", self.sim_url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            resp.status().is_success(),
+            "faults: {}",
+            resp.text().await.unwrap()
+        );
+    }
+
+    /// Distinct events of a session by seq (redeliveries folded), checking that a
+    /// redelivered seq always carries the same event.
+    pub fn events(&self, session: &str) -> Vec<ClientEvent> {
+        let r = self.received.lock().unwrap();
+        let mut by_seq: std::collections::BTreeMap<u64, ClientEvent> = Default::default();
+        for ev in r.deliveries.iter().filter(|e| e.session_id == session) {
+            if let Some(prev) = by_seq.get(&ev.seq) {
+                assert_eq!(prev, ev, "seq {} delivered with different content", ev.seq);
+            }
+            by_seq.insert(ev.seq, ev.clone());
+        }
+        by_seq.into_values().collect()
+    }
+
+    /// Waits until an event of `kind` (matching `ok`) arrived; checks seq is gap-free from 1.
+    pub async fn wait_event(
+        &self,
+        session: &str,
+        kind: &str,
+        ok: impl Fn(&ClientEvent) -> bool,
+    ) -> ClientEvent {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let events = self.events(session);
+            assert_gap_free(&events);
+            if let Some(e) = events
+                .iter()
+                .find(|e| e.event_type.as_str() == kind && ok(e))
+            {
+                return e.clone();
+            }
+            if Instant::now() > deadline {
+                let seen: Vec<String> = events
+                    .iter()
+                    .map(|e| format!("{}:{}", e.seq, e.event_type.as_str()))
+                    .collect();
+                panic!("timed out waiting for {kind} on {session}; got {seen:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn types(&self, session: &str) -> Vec<String> {
+        self.events(session)
+            .iter()
+            .map(|e| e.event_type.as_str().to_owned())
+            .collect()
+    }
+
+    /// Signs and POSTs a body to this tenant's webhook URL, as Genesys would.
+    pub async fn post_webhook(
+        &self,
+        url: &str,
+        body: &[u8],
+        signature: Option<String>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.to_vec());
+        if let Some(sig) = signature {
+            req = req.header("X-Hub-Signature-256", sig);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub fn sign(&self, body: &[u8]) -> String {
+        use base64::Engine as _;
+        format!(
+            "sha256={}",
+            base64::engine::general_purpose::STANDARD.encode(
+                handoff_common::signature::hmac_sha256(self.webhook_secret.as_bytes(), body)
+            )
+        )
+    }
+}
+
+/// seq runs 1..=n with no gap.
+pub fn assert_gap_free(events: &[ClientEvent]) {
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(
+            e.seq,
+            i as u64 + 1,
+            "seq gap: {:?}",
+            events.iter().map(|e| e.seq).collect::<Vec<_>>()
+        );
+    }
+}
+
+pub fn session_id() -> String {
+    format!("conv-{}", random_hex(12))
+}
+
+/// Raw DynamoDB access for checking what was (not) written.
+pub async fn dynamodb() -> aws_sdk_dynamodb::Client {
+    let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    aws_sdk_dynamodb::Client::new(&conf)
+}
+
+/// How many items the table holds under a tenant's keys.
+pub async fn items_of_tenant(tenant_key: &str) -> usize {
+    let client = dynamodb().await;
+    let table = env("TABLE_NAME");
+    let mut n = 0;
+    let mut start = None;
+    loop {
+        let out = client
+            .scan()
+            .table_name(&table)
+            .filter_expression("begins_with(pk, :p)")
+            .expression_attribute_values(
+                ":p",
+                aws_sdk_dynamodb::types::AttributeValue::S(format!("T#{tenant_key}#")),
+            )
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        n += out.items().len();
+        start = out.last_evaluated_key;
+        if start.is_none() {
+            return n;
+        }
+    }
+}
+
+pub type Events = HashMap<String, Vec<ClientEvent>>;
