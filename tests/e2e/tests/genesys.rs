@@ -319,6 +319,9 @@ async fn dropped_socket_reconnects_and_missed_joins_are_reconciled() {
         .await;
 }
 
+/// What, URL, body, signature header, expected status.
+type BadCase = (&'static str, String, Vec<u8>, Option<String>, u16);
+
 #[tokio::test]
 async fn bad_webhooks_are_refused_and_write_nothing() {
     let t = TestTenant::new("live").await;
@@ -335,7 +338,7 @@ async fn bad_webhooks_are_refused_and_write_nothing() {
         .unwrap()
         .0
         .to_owned();
-    let cases: Vec<(&str, String, Vec<u8>, Option<String>, u16)> = vec![
+    let cases: Vec<BadCase> = vec![
         (
             "missing signature",
             t.webhook_url.clone(),
