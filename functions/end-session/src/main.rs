@@ -20,7 +20,10 @@ mod tests {
     /// The fixtures (also used with `cargo lambda invoke --data-file`) are valid requests.
     #[test]
     fn event_fixtures_parse() {
-        for fixture in [include_str!("../events/user-end.json")] {
+        for fixture in [
+            include_str!("../events/user-end.json"),
+            include_str!("../events/no-reason.json"),
+        ] {
             let value: serde_json::Value = serde_json::from_str(fixture).unwrap();
             handoff_common::request::EndSessionRequest::parse(&value).unwrap();
         }
