@@ -389,6 +389,36 @@ impl Store {
         self.get_session(&found.tenant, &found.session_id).await
     }
 
+    /// Finds a session by platform conversation id whatever its tenant: for
+    /// platforms whose events do not carry our tenant (SNS streaming). The
+    /// caller must check the event's origin against that tenant's configuration.
+    pub async fn find_by_conversation_any_tenant(
+        &self,
+        provider: IntegrationKey,
+        conversation_id: &str,
+    ) -> Result<Option<SessionRecord>> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(INDEX_BY_CONVERSATION)
+            .key_condition_expression("gsi1pk = :c")
+            .expression_attribute_values(":c", s(conversation_key(provider, conversation_id)))
+            .send()
+            .await
+            .map_err(|e| store_err("query by conversation", e))?;
+        match out.items() {
+            [] => Ok(None),
+            [item] => {
+                let found = SessionRecord::from_item(item)?;
+                self.get_session(&found.tenant, &found.session_id).await
+            }
+            _ => Err(HandoffError::internal(
+                "platform conversation id belongs to several sessions",
+            )),
+        }
+    }
+
     /// Appends events (and an optional dedupe key and session change) atomically,
     /// assigning the next gap-free `seq` values. Retries lost races.
     pub async fn append(

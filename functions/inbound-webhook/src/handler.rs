@@ -2,9 +2,31 @@
 
 use std::collections::HashMap;
 
-use handoff_common::service::inbound::{handle_webhook, WebhookResponse};
+use handoff_common::service::inbound::{handle_stream_event, handle_webhook, WebhookResponse};
 use handoff_common::service::Deps;
-use lambda_http::{Body, Error, Request, Response};
+use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+use lambda_http::request::LambdaRequest;
+use lambda_http::{Body, Error, Request};
+use serde_json::{json, Value};
+
+/// SNS events (`Records`) go to the stream handler; anything else is an HTTP
+/// API request (payload format 2.0) answered with a proxy response.
+pub async fn dispatch(deps: &Deps, payload: Value) -> Result<Value, Error> {
+    if payload.get("Records").is_some() {
+        // An error makes Lambda (and SNS) deliver again; duplicates are deduplicated.
+        let report = handle_stream_event(deps, &payload).await?;
+        return Ok(json!({"ok": true, "report": report}));
+    }
+    let request: ApiGatewayV2httpRequest = serde_json::from_value(payload)?;
+    let request: Request = LambdaRequest::ApiGatewayV2(request).into();
+    let WebhookResponse { status, body } = handle(deps, &request).await;
+    Ok(json!({
+        "statusCode": status,
+        "headers": {"content-type": "application/json"},
+        "body": body.to_string(),
+        "isBase64Encoded": false,
+    }))
+}
 
 /// Lower-cased header names; repeated headers keep the first value.
 fn headers_of(request: &Request) -> HashMap<String, String> {
@@ -31,19 +53,15 @@ fn route_path(request: &Request) -> String {
     }
 }
 
-pub async fn handle(deps: &Deps, request: Request) -> Result<Response<Body>, Error> {
+/// One webhook, on its raw bytes.
+pub async fn handle(deps: &Deps, request: &Request) -> WebhookResponse {
     let body: &[u8] = match request.body() {
         Body::Empty => &[],
         Body::Text(t) => t.as_bytes(),
         Body::Binary(b) => b,
         _ => &[],
     };
-    let WebhookResponse { status, body } =
-        handle_webhook(deps, &route_path(&request), &headers_of(&request), body).await;
-    Ok(Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))?)
+    handle_webhook(deps, &route_path(request), &headers_of(request), body).await
 }
 
 #[cfg(test)]

@@ -1,10 +1,12 @@
 //! The provider trait every contact-centre platform implements, and the
 //! platform-neutral shapes adapters produce. One module per platform.
 
+pub mod amazon_connect;
 pub mod genesys;
+pub mod zendesk;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::{Map, Value};
@@ -22,6 +24,19 @@ pub struct ProviderCtx<'a> {
     pub tenant: &'a Tenant,
     pub credentials: &'a SecretJson,
     pub http: &'a reqwest::Client,
+    /// Keys an adapter wants merged into the session's `provider_data` after the
+    /// call (e.g. a renewed participant token); the service stores them.
+    pub refreshed: &'a Mutex<Map<String, Value>>,
+}
+
+impl ProviderCtx<'_> {
+    /// Asks the service to store `value` under `key` in the session's provider data.
+    pub fn remember(&self, key: &str, value: Value) {
+        self.refreshed
+            .lock()
+            .expect("refreshed lock")
+            .insert(key.to_owned(), value);
+    }
 }
 
 /// Everything handed to the platform when a conversation opens.
@@ -153,6 +168,11 @@ pub trait Provider: Send + Sync {
     fn notifications(&self) -> Option<&dyn NotificationSource> {
         None
     }
+
+    /// Events pushed through SNS to the webhook function.
+    fn stream(&self) -> Option<&dyn StreamSource> {
+        None
+    }
 }
 
 /// The sessions a notification holder should watch, refreshed by the poller.
@@ -179,6 +199,63 @@ pub trait NotificationSource: Send + Sync {
     ) -> Result<Vec<ProviderEvent>>;
 }
 
+/// A platform that pushes its events through SNS (Lambda subscription).
+pub trait StreamSource: Send + Sync {
+    /// Whether a record from `topic_arn` may speak for this tenant's integration.
+    fn topic_allowed(&self, credentials: &SecretJson, topic_arn: &str) -> bool;
+
+    /// Parses one SNS record (`Sns` object of a Lambda SNS event).
+    fn parse_record(&self, sns: &Value) -> Result<ProviderEvent>;
+}
+
+/// The text an agent sees first: the AI's hand-over note and the transcript,
+/// so they know why the customer is here without opening anything else.
+pub fn handoff_summary(input: &StartInput<'_>, max_chars: usize) -> String {
+    let mut text = String::from("[Handoff from AI assistant]");
+    if let Some(reason) = input.context.get("reason").and_then(Value::as_str) {
+        text.push_str(&format!("\nReason: {reason}"));
+    }
+    if let Some(u) = input.utterance {
+        text.push_str(&format!("\nAssistant: {u}"));
+    }
+    if !input.transcript.is_empty() {
+        text.push_str("\n--- transcript ---");
+        for e in input.transcript {
+            let who = match e.role.as_str() {
+                "user" => "Customer",
+                "system" => "System",
+                _ => "Assistant",
+            };
+            text.push_str(&format!("\n{who}: {}", e.text));
+        }
+    }
+    text.chars().take(max_chars).collect()
+}
+
+/// Context and routing hints flattened to string attributes (routing keys
+/// prefixed `routing_`), plus our session id, each value cut to `max_value`.
+pub fn flat_attributes(input: &StartInput<'_>, max_value: usize) -> Map<String, Value> {
+    let mut attrs = Map::new();
+    let mut put = |key: String, value: &Value| {
+        let text = match value {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        attrs.insert(key, Value::String(text.chars().take(max_value).collect()));
+    };
+    for (k, v) in input.context {
+        put(k.clone(), v);
+    }
+    for (k, v) in input.routing {
+        put(format!("routing_{k}"), v);
+    }
+    put(
+        "handoff_session_id".into(),
+        &Value::String(input.session_id.to_string()),
+    );
+    attrs
+}
+
 /// All platforms this build supports.
 #[derive(Clone)]
 pub struct Registry {
@@ -186,9 +263,15 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn with_all() -> Self {
+    /// Every adapter; AWS-backed ones build their SDK clients from `aws` (no I/O).
+    pub fn with_all(aws: &aws_config::SdkConfig) -> Self {
         let mut providers: HashMap<IntegrationKey, Arc<dyn Provider>> = HashMap::new();
         providers.insert(IntegrationKey::Genesys, Arc::new(genesys::Genesys::new()));
+        providers.insert(
+            IntegrationKey::AmazonConnect,
+            Arc::new(amazon_connect::AmazonConnect::new(aws)),
+        );
+        providers.insert(IntegrationKey::Zendesk, Arc::new(zendesk::Zendesk::new()));
         Self { providers }
     }
 

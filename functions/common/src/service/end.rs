@@ -49,8 +49,10 @@ pub async fn handle(deps: &Deps, request: &Value) -> Result<Value> {
     };
     if !session.state.is_terminal() {
         let provider = deps.provider(session.provider)?;
-        with_credentials!(deps, &req.tenant, session.provider, |ctx| provider
-            .end(&ctx, &session))?;
+        let refreshed = Default::default();
+        with_credentials!(deps, &req.tenant, session.provider, &refreshed, |ctx| {
+            provider.end(&ctx, &session)
+        })?;
     }
     let outcome = deps
         .store

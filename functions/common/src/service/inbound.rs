@@ -89,7 +89,20 @@ pub fn decide(
             }
             let mut events = Vec::new();
             let mut change = SessionChange::default();
-            if !from_bot && state != SessionState::Active {
+            let other_agent = state == SessionState::Active
+                && !from_bot
+                && agent.id.is_some()
+                && known_agent["id"].as_str().is_some()
+                && agent.id.as_deref() != known_agent["id"].as_str();
+            if other_agent {
+                // Platforms without join/leave signals (Zendesk): a new author is a transfer.
+                events.push(NewEvent::new(
+                    ClientEventType::LiveAgentLeft,
+                    json!({"agent": known_agent.clone(), "reason": "transfer"}),
+                ));
+                events.push(joined(agent, &mut data));
+                change.provider_data = Some(data.clone());
+            } else if !from_bot && state != SessionState::Active {
                 // The join notification is late or lost: a person wrote, so someone joined.
                 events.push(joined(agent, &mut data));
                 change.state = Some(SessionState::Active);
@@ -369,6 +382,45 @@ mod tests {
     }
 
     #[test]
+    fn a_message_from_another_agent_is_a_transfer() {
+        let mut s = session(SessionState::Active);
+        s.provider_data["agent"] = json!({"id": "u7", "display_name": "Sam"});
+        let kim = AgentInfo {
+            id: Some("u8".into()),
+            display_name: Some("Kim".into()),
+        };
+        let kind = ProviderEventKind::AgentMessage {
+            message_id: "m2".into(),
+            text: "Kim here".into(),
+            agent: kim,
+            from_bot: false,
+        };
+        let (evs, change) = decide(&s, &kind, true);
+        assert_eq!(
+            types(&evs),
+            vec![
+                ClientEventType::LiveAgentLeft,
+                ClientEventType::LiveAgentJoined,
+                ClientEventType::LiveAgentMessage
+            ]
+        );
+        assert_eq!(evs[1].data["agent"]["display_name"], "Kim");
+        assert_eq!(change.provider_data.unwrap()["agent"]["id"], "u8");
+        // Same agent again: just the message.
+        let (evs, _) = decide(
+            &s,
+            &ProviderEventKind::AgentMessage {
+                message_id: "m3".into(),
+                text: "x".into(),
+                agent: sam(),
+                from_bot: false,
+            },
+            true,
+        );
+        assert_eq!(types(&evs), vec![ClientEventType::LiveAgentMessage]);
+    }
+
+    #[test]
     fn typing_never_before_join() {
         let (evs, _) = decide(
             &session(SessionState::Queued),
@@ -457,4 +509,75 @@ mod tests {
         assert!(parse_webhook_path("/webhooks/genesys/acme").is_none());
         assert!(parse_webhook_path("/other").is_none());
     }
+}
+
+/// What one SNS delivery did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StreamReport {
+    pub stored: usize,
+    pub duplicates: usize,
+    /// From a topic that is not the session's tenant's: dropped unwritten.
+    pub rejected: usize,
+    /// No session matches (e.g. a contact not opened by us): acknowledged.
+    pub unknown: usize,
+}
+
+/// Handles a Lambda SNS event (platform streaming, e.g. Amazon Connect).
+/// Returns an error only when something must be retried (nothing is lost:
+/// stored events are deduplicated on the retry).
+#[tracing::instrument(name = "stream_event", skip_all, fields(records = tracing::field::Empty))]
+pub async fn handle_stream_event(deps: &Deps, event: &Value) -> Result<StreamReport> {
+    let records = event["Records"]
+        .as_array()
+        .ok_or_else(|| HandoffError::invalid("not an SNS event: no Records"))?;
+    tracing::Span::current().record("records", records.len());
+    let mut report = StreamReport::default();
+    let sources: Vec<_> = deps
+        .registry
+        .keys()
+        .filter_map(|k| deps.provider(k).ok())
+        .filter(|p| p.stream().is_some())
+        .collect();
+    for record in records {
+        let sns = &record["Sns"];
+        let topic = sns["TopicArn"].as_str().unwrap_or_default();
+        let parsed = sources.iter().find_map(|p| {
+            p.stream()
+                .and_then(|s| s.parse_record(sns).ok())
+                .map(|e| (p, e))
+        });
+        let Some((provider, event)) = parsed else {
+            tracing::warn!(topic, "SNS record no provider understands; dropped");
+            report.rejected += 1;
+            continue;
+        };
+        let key = provider.key();
+        let ConversationRef::Provider(cid) = &event.conversation else {
+            report.rejected += 1;
+            continue;
+        };
+        let Some(session) = deps.store.find_by_conversation_any_tenant(key, cid).await? else {
+            report.unknown += 1;
+            continue;
+        };
+        let tenant = session.tenant.clone();
+        let credentials = deps.secrets.integration(&tenant, key).await?;
+        let source = provider.stream().expect("filtered on stream()");
+        if !source.topic_allowed(&credentials, topic) {
+            tracing::warn!(tenant = %tenant, topic, "SNS record from a topic not configured for this tenant");
+            report.rejected += 1;
+            continue;
+        }
+        let forward_bot = deps
+            .secrets
+            .runtime(&tenant)
+            .await
+            .map(|r| r.forward_bot_messages)
+            .unwrap_or(true);
+        match apply_event(deps, &tenant, key, &event, forward_bot).await? {
+            Applied::Duplicate => report.duplicates += 1,
+            _ => report.stored += 1,
+        }
+    }
+    Ok(report)
 }

@@ -31,6 +31,7 @@ impl Deps {
     /// SDK clients connect lazily on first use.
     pub async fn from_env(config: &Config) -> Arc<Self> {
         let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let registry = Registry::with_all(&aws);
         let http = crate::http::client(config.http_timeout);
         Arc::new(Self {
             store: Store::new(aws_sdk_dynamodb::Client::new(&aws), &config.table_name),
@@ -41,7 +42,7 @@ impl Deps {
             ),
             pusher: EventPusher::new(http.clone()),
             http,
-            registry: Registry::with_all(),
+            registry,
         })
     }
 
@@ -64,11 +65,43 @@ impl Deps {
     }
 }
 
+impl Deps {
+    /// Merges what an adapter asked to remember into the session's provider data.
+    pub async fn store_refreshed(
+        &self,
+        tenant: &Tenant,
+        session: &SessionId,
+        refreshed: std::sync::Mutex<serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<()> {
+        let keys = refreshed.into_inner().unwrap_or_default();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.store
+            .append(tenant, session, None, |s| {
+                let mut data = s.provider_data.clone();
+                for (k, v) in &keys {
+                    data[k] = v.clone();
+                }
+                Ok((
+                    vec![],
+                    crate::store::SessionChange {
+                        provider_data: Some(data),
+                        ..Default::default()
+                    },
+                ))
+            })
+            .await?;
+        Ok(())
+    }
+}
+
 /// Runs a provider call with the tenant's credentials; if the platform refuses
-/// them, reads the secret afresh once and tries again.
+/// them, reads the secret afresh once and tries again. `$refreshed` collects
+/// provider data the adapter wants stored.
 #[macro_export]
 macro_rules! with_credentials {
-    ($deps:expr, $tenant:expr, $key:expr, |$ctx:ident| $call:expr) => {{
+    ($deps:expr, $tenant:expr, $key:expr, $refreshed:expr, |$ctx:ident| $call:expr) => {{
         let mut outcome = None;
         for attempt in 0..2 {
             let credentials = $deps.secrets.integration($tenant, $key).await?;
@@ -76,6 +109,7 @@ macro_rules! with_credentials {
                 tenant: $tenant,
                 credentials: &credentials,
                 http: &$deps.http,
+                refreshed: $refreshed,
             };
             match $call.await {
                 Err($crate::error::HandoffError::ProviderAuth(m)) if attempt == 0 => {

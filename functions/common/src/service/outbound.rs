@@ -30,8 +30,15 @@ pub async fn handle(deps: &Deps, request: &Value) -> Result<Value> {
     let provider = deps.provider(session.provider)?;
     match &req.action {
         RelayAction::Typing(on) => {
-            with_credentials!(deps, &req.tenant, session.provider, |ctx| provider
-                .send_typing(&ctx, &session, *on))?;
+            if !provider.capabilities().customer_typing {
+                return Ok(json!({"session_id": req.session_id, "status": "not_supported"}));
+            }
+            let refreshed = Default::default();
+            with_credentials!(deps, &req.tenant, session.provider, &refreshed, |ctx| {
+                provider.send_typing(&ctx, &session, *on)
+            })?;
+            deps.store_refreshed(&req.tenant, &req.session_id, refreshed)
+                .await?;
             Ok(json!({"session_id": req.session_id, "status": "sent"}))
         }
         RelayAction::Message(message) => {
@@ -54,9 +61,13 @@ pub async fn handle(deps: &Deps, request: &Value) -> Result<Value> {
                     "this message is being sent; retry".into(),
                 )),
                 MessageClaim::Claimed => {
+                    let refreshed = Default::default();
                     let sent =
-                        with_credentials!(deps, &req.tenant, session.provider, |ctx| provider
-                            .send_message(&ctx, &session, message));
+                        with_credentials!(deps, &req.tenant, session.provider, &refreshed, |ctx| {
+                            provider.send_message(&ctx, &session, message)
+                        });
+                    deps.store_refreshed(&req.tenant, &req.session_id, refreshed)
+                        .await?;
                     match sent {
                         Ok(platform_ref) => {
                             deps.store

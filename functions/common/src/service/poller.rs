@@ -105,10 +105,12 @@ pub async fn expire_sessions(deps: &Deps, key: IntegrationKey, live: &[SessionRe
             deps.provider(key),
             deps.secrets.integration(&s.tenant, key).await,
         ) {
+            let refreshed = Default::default();
             let ctx = ProviderCtx {
                 tenant: &s.tenant,
                 credentials: &creds,
                 http: &deps.http,
+                refreshed: &refreshed,
             };
             if let Err(e) = provider.end(&ctx, s).await {
                 tracing::warn!(session = %s.session_id, error = %e, "platform close on timeout failed");
@@ -289,10 +291,12 @@ async fn hold_tenant(
     };
     let outcome = async {
         let creds = deps.secrets.integration(&tenant, key).await?;
+        let refreshed = Default::default();
         let ctx = ProviderCtx {
             tenant: &tenant,
             credentials: &creds,
             http: &deps.http,
+            refreshed: &refreshed,
         };
         match provider.notifications() {
             Some(source) => source.hold(&ctx, sessions, sink, deadline).await,

@@ -117,8 +117,10 @@ async fn open(
         context: &req.context,
         routing: &route.routing,
     };
-    let opened = with_credentials!(deps, &req.tenant, route.integration, |ctx| provider
-        .start(&ctx, &input));
+    let refreshed = Default::default();
+    let opened = with_credentials!(deps, &req.tenant, route.integration, &refreshed, |ctx| {
+        provider.start(&ctx, &input)
+    });
     let opened = match opened {
         Ok(o) => o,
         Err(e) if e.is_retryable() => return Err(e), // pending: a retry resumes

@@ -33,8 +33,8 @@ use serde_json::{json, Map, Value};
 use crate::domain::IntegrationKey;
 use crate::error::{HandoffError, Result};
 use crate::providers::{
-    Capabilities, NotificationSource, Provider, ProviderCtx, ProviderEvent, StartInput,
-    StartOutcome, WebhookRejection, WebhookRequest,
+    flat_attributes, handoff_summary, Capabilities, NotificationSource, Provider, ProviderCtx,
+    ProviderEvent, StartInput, StartOutcome, WebhookRejection, WebhookRequest,
 };
 use crate::request::CustomerMessage;
 use crate::secrets::SecretJson;
@@ -70,55 +70,14 @@ impl Genesys {
     }
 }
 
-/// The first inbound message: the AI's hand-over note and the transcript, so
-/// the agent sees why the customer is here without opening anything else.
+/// The first inbound message: hand-over note and transcript.
 pub fn handoff_text(input: &StartInput<'_>) -> String {
-    let mut text = String::from("[Handoff from AI assistant]");
-    if let Some(reason) = input.context.get("reason").and_then(Value::as_str) {
-        text.push_str(&format!("\nReason: {reason}"));
-    }
-    if let Some(u) = input.utterance {
-        text.push_str(&format!("\nAssistant: {u}"));
-    }
-    if !input.transcript.is_empty() {
-        text.push_str("\n--- transcript ---");
-        for e in input.transcript {
-            let who = match e.role.as_str() {
-                "user" => "Customer",
-                "system" => "System",
-                _ => "Assistant",
-            };
-            text.push_str(&format!("\n{who}: {}", e.text));
-        }
-    }
-    // Keep within the platform's message size, cutting the oldest detail last.
-    text.chars().take(crate::request::MAX_TEXT_CHARS).collect()
+    handoff_summary(input, crate::request::MAX_TEXT_CHARS)
 }
 
 /// Context and routing hints flattened to string customAttributes.
 pub fn custom_attributes(input: &StartInput<'_>) -> Map<String, Value> {
-    let mut attrs = Map::new();
-    let mut put = |key: String, value: &Value| {
-        let text = match value {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        attrs.insert(
-            key,
-            Value::String(text.chars().take(MAX_ATTRIBUTE_CHARS).collect()),
-        );
-    };
-    for (k, v) in input.context {
-        put(k.clone(), v);
-    }
-    for (k, v) in input.routing {
-        put(format!("routing_{k}"), v);
-    }
-    put(
-        "handoff_session_id".into(),
-        &Value::String(input.session_id.to_string()),
-    );
-    attrs
+    flat_attributes(input, MAX_ATTRIBUTE_CHARS)
 }
 
 fn from_party(session: &str, nickname: Option<&str>) -> Value {
