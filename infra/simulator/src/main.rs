@@ -2,8 +2,10 @@
 //! prefix per provider (`/genesys/...` for the real API, `/sim/genesys/...`
 //! for configuration, control and fault knobs).
 
+mod connect;
 mod faults;
 mod genesys;
+mod zendesk;
 
 use axum::routing::get;
 use axum::Router;
@@ -17,6 +19,8 @@ fn app() -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .merge(genesys::router(genesys::Genesys::new()))
+        .merge(connect::router(connect::Connect::new()))
+        .merge(zendesk::router(zendesk::Zendesk::new()))
 }
 
 fn listen_addr() -> Result<SocketAddr, String> {
