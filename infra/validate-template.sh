@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Validate template.yaml with `sam validate --lint` (SAM transform + cfn-lint).
 # Needs no AWS account: dummy credentials, telemetry off. Installs the SAM CLI
-# into the repo-local venv (<repo>/.local/venv) on first use.
+# into the stack's venv ($STATE_DIR/venv, see lib.sh) on first use.
 set -euo pipefail
 
-script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo_root="$(cd "${script_dir}/.." && pwd)"
-venv="${repo_root}/.local/venv"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+repo_root="$REPO_ROOT"
+venv="$VENV"
 
 if [[ ! -x "${venv}/bin/python" ]]; then
   python3 -m venv "${venv}"

@@ -17,7 +17,14 @@ pub async fn dispatch(deps: &Deps, payload: Value) -> Result<Value, Error> {
         let report = handle_stream_event(deps, &payload).await?;
         return Ok(json!({"ok": true, "report": report}));
     }
-    let request: ApiGatewayV2httpRequest = serde_json::from_value(payload)?;
+    let keys: Vec<String> = payload
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    let request: ApiGatewayV2httpRequest = serde_json::from_value(payload).map_err(|e| {
+        tracing::error!(error = %e, ?keys, "not an HTTP API request");
+        e
+    })?;
     let request: Request = LambdaRequest::ApiGatewayV2(request).into();
     let WebhookResponse { status, body } = handle(deps, &request).await;
     Ok(json!({
@@ -25,6 +32,9 @@ pub async fn dispatch(deps: &Deps, payload: Value) -> Result<Value, Error> {
         "headers": {"content-type": "application/json"},
         "body": body.to_string(),
         "isBase64Encoded": false,
+        // Required by the HTTP API response shape (aws_lambda_events' `cookies` has no default).
+        "cookies": [],
+        "multiValueHeaders": {},
     }))
 }
 

@@ -78,8 +78,72 @@ async fn receive(
     }
 }
 
+/// A platform under test: how its simulator is configured and addressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platform {
+    Genesys,
+    AmazonConnect,
+    Zendesk,
+}
+
+impl Platform {
+    pub fn integration_key(self) -> &'static str {
+        match self {
+            Self::Genesys => "genesys_integration",
+            Self::AmazonConnect => "amazon_connect_integration",
+            Self::Zendesk => "zendesk_integration",
+        }
+    }
+
+    /// The simulator's path prefix (`/sim/{prefix}/…`).
+    pub fn sim_prefix(self) -> &'static str {
+        match self {
+            Self::Genesys => "genesys",
+            Self::AmazonConnect => "connect",
+            Self::Zendesk => "zendesk",
+        }
+    }
+
+    /// What the adapter says it supports (the suite marks the rest NOT SUPPORTED).
+    pub fn capabilities(self) -> handoff_common::providers::Capabilities {
+        use handoff_common::providers::{amazon_connect, genesys, zendesk, Provider};
+        match self {
+            Self::Genesys => genesys::Genesys::new().capabilities(),
+            Self::AmazonConnect => {
+                amazon_connect::AmazonConnect::new(&aws_config::SdkConfig::builder().build())
+                    .capabilities()
+            }
+            Self::Zendesk => zendesk::Zendesk::new().capabilities(),
+        }
+    }
+
+    /// Routing hints in the start request.
+    pub fn routing(self) -> Value {
+        match self {
+            Self::Zendesk => json!({"group_id": "6510", "tags": "billing"}),
+            _ => json!({"queue": "billing"}),
+        }
+    }
+}
+
+/// Prints the suite's verdict on one capability of a platform.
+pub fn verdict(platform: Platform, capability: &str, supported: bool) {
+    let word = if supported {
+        "supported, checked"
+    } else {
+        "NOT SUPPORTED by the platform (checked that nothing is emitted)"
+    };
+    println!(
+        "conformance {} {capability}: {word}",
+        platform.integration_key()
+    );
+}
+
 /// A tenant of its own, wired to the simulator and a receiver.
 pub struct TestTenant {
+    pub platform: Platform,
+    /// The simulator's id for this tenant's integration (fault scoping).
+    pub scope: String,
     pub account_id: String,
     pub project_id: String,
     pub client_env: String,
@@ -119,8 +183,13 @@ pub async fn put_secret(name: &str, value: &Value) {
 }
 
 impl TestTenant {
-    /// A fresh tenant (random account id) in `client_env`.
+    /// A fresh Genesys tenant (random account id) in `client_env`.
     pub async fn new(client_env: &str) -> Self {
+        Self::on(Platform::Genesys, client_env).await
+    }
+
+    /// A fresh tenant of `platform` in `client_env`.
+    pub async fn on(platform: Platform, client_env: &str) -> Self {
         let lambda_url = env("LAMBDA_URL");
         let sim_url = env("SIM_URL");
         let account_id = format!("t{}", random_hex(10));
@@ -143,37 +212,91 @@ impl TestTenant {
         let client_secret = random_hex(24);
         let webhook_secret = format!("whsec-{}", random_hex(24));
         let tenant_path = format!("{account_id}/{project_id}/{client_env}");
-        let webhook_url =
-            format!("{lambda_url}/lambda-url/inbound-webhook/webhooks/genesys/{tenant_path}");
-        let resp = http
-            .post(format!("{sim_url}/sim/genesys/integrations"))
-            .json(
-                &json!({"integration_id": integration_id, "client_id": client_id,
-                "client_secret": client_secret, "webhook_url": webhook_url,
-                "webhook_secret": webhook_secret, "typing_outbound": true}),
-            )
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            resp.status().is_success(),
-            "sim integration: {}",
-            resp.text().await.unwrap()
+        let webhook_url = format!(
+            "{lambda_url}/lambda-url/inbound-webhook/webhooks/{}/{tenant_path}",
+            match platform {
+                Platform::AmazonConnect => "amazon-connect",
+                p => p.sim_prefix(),
+            }
         );
         put_secret(
             &format!("chat-handoff/{tenant_path}/runtime"),
             &json!({"events_url": events_url, "events_secret": events_secret,
-                    "destinations": {"billing-desk": {"genesys_integration": {"queue": "billing"}}}}),
+                    "destinations": {"billing-desk": {platform.integration_key(): platform.routing()}}}),
         )
         .await;
-        put_secret(
-            &format!("chat-handoff/{tenant_path}/genesys_integration"),
-            &json!({"api_base": format!("{sim_url}/genesys"), "login_base": format!("{sim_url}/genesys/login"),
+        let sim = |path: &str| format!("{sim_url}/sim/{}/{path}", platform.sim_prefix());
+        let register = |path: &str, body: Value| {
+            let req = http.post(sim(path)).json(&body);
+            async move {
+                let resp = req.send().await.unwrap();
+                assert!(
+                    resp.status().is_success(),
+                    "sim {}: {}",
+                    resp.status(),
+                    resp.text().await.unwrap()
+                );
+            }
+        };
+        let (scope, integration) = match platform {
+            Platform::Genesys => {
+                register(
+                    "integrations",
+                    json!({"integration_id": integration_id, "client_id": client_id,
+                    "client_secret": client_secret, "webhook_url": webhook_url,
+                    "webhook_secret": webhook_secret, "typing_outbound": true}),
+                )
+                .await;
+                (
+                    integration_id.clone(),
+                    json!({"api_base": format!("{sim_url}/genesys"),
+                    "login_base": format!("{sim_url}/genesys/login"),
                     "client_id": client_id, "client_secret": client_secret,
                     "integration_id": integration_id, "webhook_secret": webhook_secret}),
+                )
+            }
+            Platform::AmazonConnect => {
+                let instance = format!("inst-{}", random_hex(12));
+                let flow = format!("flow-{}", random_hex(8));
+                let topic = format!(
+                    "arn:aws:sns:us-east-1:123456789012:handoff-{}",
+                    random_hex(8)
+                );
+                register(
+                    "instances",
+                    json!({"instance_id": instance, "contact_flow_ids": [flow]}),
+                )
+                .await;
+                register("topics", json!({"topic_arn": topic,
+                    "lambda_invoke_url": format!("{lambda_url}/2015-03-31/functions/inbound-webhook/invocations")})).await;
+                (
+                    instance.clone(),
+                    json!({"instance_id": instance, "contact_flow_id": flow,
+                    "streaming_topic_arn": topic, "region": "us-east-1"}),
+                )
+            }
+            Platform::Zendesk => {
+                let app = format!("app{}", random_hex(12));
+                register("integrations", json!({"app_id": app, "key_id": client_id, "key_secret": client_secret,
+                    "key_scope": "integration", "integration_id": integration_id, "webhook_url": webhook_url,
+                    "webhook_secret": webhook_secret, "switchboard_integration_name": "ai-relay",
+                    "deliver_standby_events": true})).await;
+                (
+                    app.clone(),
+                    json!({"base_url": format!("{sim_url}/zendesk/sc"), "app_id": app,
+                    "key_id": client_id, "key_secret": client_secret, "webhook_secret": webhook_secret,
+                    "field_map": {"customer_id": "900001", "reason": "900002"}}),
+                )
+            }
+        };
+        put_secret(
+            &format!("chat-handoff/{tenant_path}/{}", platform.integration_key()),
+            &integration,
         )
         .await;
         Self {
+            platform,
+            scope,
             account_id,
             project_id,
             client_env: client_env.to_owned(),
@@ -211,7 +334,7 @@ impl TestTenant {
     pub fn start_request(&self, session: &str) -> Value {
         json!({"tenant": self.tenant_json(), "session_id": session,
             "utterance": "No problem, I'll transfer you to a live agent now.",
-            "handoff": {"text_chat": {"genesys_integration": {"queue": "billing"}}},
+            "handoff": {"text_chat": {self.platform.integration_key(): self.platform.routing()}},
             "user": {"id": "u-1", "display_name": "Ada", "channel": "webchat"},
             "transcript": [{"role": "user", "text": "my parcel arrived broken", "at": "2026-11-23T10:00:00Z"},
                            {"role": "assistant", "text": "Sorry to hear that!", "at": "2026-11-23T10:00:02Z"}],
@@ -239,6 +362,70 @@ impl TestTenant {
             "reason": "USER_END_SESSION"}),
         )
         .await
+    }
+
+    /// Every conversation of this tenant in the simulator.
+    pub async fn conversations(&self) -> Vec<Value> {
+        let key = if self.platform == Platform::AmazonConnect {
+            "instance_id"
+        } else {
+            "integration_id"
+        };
+        let list: Value = self
+            .http
+            .get(format!(
+                "{}/sim/{}/conversations?{key}={}",
+                self.sim_url,
+                self.platform.sim_prefix(),
+                self.scope
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        list.as_array().cloned().unwrap_or_default()
+    }
+
+    /// The simulator's view of one conversation, by the platform's id.
+    pub async fn conversation_by_id(&self, id: &str) -> Option<Value> {
+        let resp = self
+            .http
+            .get(format!(
+                "{}/sim/{}/conversations/{id}",
+                self.sim_url,
+                self.platform.sim_prefix()
+            ))
+            .send()
+            .await
+            .unwrap();
+        if !resp.status().is_success() {
+            return None;
+        }
+        resp.json().await.ok()
+    }
+
+    /// Waits until the simulator's conversation `id` satisfies `ok`.
+    pub async fn wait_conversation_id(
+        &self,
+        id: &str,
+        what: &str,
+        ok: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let c = self.conversation_by_id(id).await;
+            if let Some(c) = &c {
+                if ok(c) {
+                    return c.clone();
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; conversation: {c:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The simulator's view of this session's conversation.
@@ -288,8 +475,9 @@ impl TestTenant {
         let resp = self
             .http
             .post(format!(
-                "{}/sim/genesys/conversations/{conversation_id}/{action}",
-                self.sim_url
+                "{}/sim/{}/conversations/{conversation_id}/{action}",
+                self.sim_url,
+                self.platform.sim_prefix()
             ))
             .json(&body)
             .send()
@@ -303,10 +491,14 @@ impl TestTenant {
 
     pub async fn faults(&self, knobs: Value) {
         let mut body = knobs;
-        body["integration_id"] = json!(self.integration_id);
+        body["integration_id"] = json!(self.scope);
         let resp = self
             .http
-            .post(format!("{}/sim/genesys/faults", self.sim_url))
+            .post(format!(
+                "{}/sim/{}/faults",
+                self.sim_url,
+                self.platform.sim_prefix()
+            ))
             .json(&body)
             .send()
             .await

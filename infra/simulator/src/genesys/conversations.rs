@@ -370,6 +370,7 @@ impl Conversation {
             "integration_id": self.integration_id,
             "customer": self.customer,
             "custom_attributes": self.custom_attributes,
+            "context": self.custom_attributes,
             "state": self.state,
             "agent": agent,
             "customer_connected": self.customer_connected(),
