@@ -27,10 +27,16 @@ pub async fn dispatch(deps: &Deps, payload: Value) -> Result<Value, Error> {
     })?;
     let request: Request = LambdaRequest::ApiGatewayV2(request).into();
     let WebhookResponse { status, body } = handle(deps, &request).await;
+    // `null` is an empty body (e.g. 204 for NICE sender actions).
+    let body = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
     Ok(json!({
         "statusCode": status,
         "headers": {"content-type": "application/json"},
-        "body": body.to_string(),
+        "body": body,
         "isBase64Encoded": false,
         // Required by the HTTP API response shape (aws_lambda_events' `cookies` has no default).
         "cookies": [],

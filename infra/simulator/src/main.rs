@@ -5,6 +5,9 @@
 mod connect;
 mod faults;
 mod genesys;
+mod nice;
+mod salesforce;
+mod webex;
 mod zendesk;
 
 use axum::routing::get;
@@ -19,8 +22,11 @@ fn app() -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .merge(genesys::router(genesys::Genesys::new()))
+        .merge(salesforce::router(salesforce::Salesforce::new()))
         .merge(connect::router(connect::Connect::new()))
         .merge(zendesk::router(zendesk::Zendesk::new()))
+        .merge(nice::router(nice::Nice::new()))
+        .merge(webex::router(webex::Webex::new()))
 }
 
 fn listen_addr() -> Result<SocketAddr, String> {

@@ -84,6 +84,9 @@ pub enum Platform {
     Genesys,
     AmazonConnect,
     Zendesk,
+    Salesforce,
+    Nice,
+    Webex,
 }
 
 impl Platform {
@@ -92,6 +95,9 @@ impl Platform {
             Self::Genesys => "genesys_integration",
             Self::AmazonConnect => "amazon_connect_integration",
             Self::Zendesk => "zendesk_integration",
+            Self::Salesforce => "salesforce_integration",
+            Self::Nice => "nice_integration",
+            Self::Webex => "webex_integration",
         }
     }
 
@@ -101,12 +107,17 @@ impl Platform {
             Self::Genesys => "genesys",
             Self::AmazonConnect => "connect",
             Self::Zendesk => "zendesk",
+            Self::Salesforce => "salesforce",
+            Self::Nice => "nice",
+            Self::Webex => "webex",
         }
     }
 
     /// What the adapter says it supports (the suite marks the rest NOT SUPPORTED).
     pub fn capabilities(self) -> handoff_common::providers::Capabilities {
-        use handoff_common::providers::{amazon_connect, genesys, zendesk, Provider};
+        use handoff_common::providers::{
+            amazon_connect, genesys, nice, salesforce, webex, zendesk, Provider,
+        };
         match self {
             Self::Genesys => genesys::Genesys::new().capabilities(),
             Self::AmazonConnect => {
@@ -114,6 +125,9 @@ impl Platform {
                     .capabilities()
             }
             Self::Zendesk => zendesk::Zendesk::new().capabilities(),
+            Self::Salesforce => salesforce::Salesforce::new().capabilities(),
+            Self::Nice => nice::Nice::new().capabilities(),
+            Self::Webex => webex::Webex::new().capabilities(),
         }
     }
 
@@ -210,7 +224,7 @@ impl TestTenant {
         let integration_id = format!("int-{}", random_hex(12));
         let client_id = format!("client-{}", random_hex(12));
         let client_secret = random_hex(24);
-        let webhook_secret = format!("whsec-{}", random_hex(24));
+        let webhook_secret = format!("whsec-{}", random_hex(32));
         let tenant_path = format!("{account_id}/{project_id}/{client_env}");
         let webhook_url = format!(
             "{lambda_url}/lambda-url/inbound-webhook/webhooks/{}/{tenant_path}",
@@ -286,6 +300,64 @@ impl TestTenant {
                     json!({"base_url": format!("{sim_url}/zendesk/sc"), "app_id": app,
                     "key_id": client_id, "key_secret": client_secret, "webhook_secret": webhook_secret,
                     "field_map": {"customer_id": "900001", "reason": "900002"}}),
+                )
+            }
+            Platform::Salesforce => {
+                let jwks: Value = serde_json::from_str(include_str!(
+                    "../../../infra/simulator/src/salesforce/test_identity_jwks.json"
+                ))
+                .unwrap();
+                register(
+                    "integrations",
+                    json!({"integration_id": integration_id, "org_id": "00D5g000000abcdEAA",
+                    "es_developer_name": integration_id, "auth_mode": "Auth", "identity_jwks": jwks,
+                    "identity_issuer": "relay"}),
+                )
+                .await;
+                (
+                    integration_id.clone(),
+                    json!({"scrt_base_url": format!("{sim_url}/salesforce"),
+                    "org_id": "00D5g000000abcdEAA", "es_developer_name": integration_id,
+                    "auth_mode": "verified", "identity_issuer": "relay", "identity_key_id": "relay-test-1",
+                    "identity_private_key_pem": include_str!(
+                        "../../../infra/simulator/src/salesforce/test_identity_key.pem")}),
+                )
+            }
+            Platform::Nice => {
+                let channel = format!("chat_{}", random_hex(12));
+                let (key_id, key_secret) = (format!("ak-{}", random_hex(12)), random_hex(24));
+                let byoc_client = format!("byoc-{}", random_hex(12));
+                register(
+                    "integrations",
+                    json!({"brand_id": 1234, "channel_id": channel,
+                    "client_id": client_id, "client_secret": client_secret,
+                    "access_key_id": key_id, "access_key_secret": key_secret,
+                    "callback_base_url": webhook_url, "byoc_client_id": byoc_client,
+                    "byoc_client_secret": webhook_secret}),
+                )
+                .await;
+                (
+                    channel.clone(),
+                    json!({"brand_id": 1234, "channel_id": channel, "environment": "na1",
+                    "base_url": format!("{sim_url}/nice"), "client_id": client_id, "client_secret": client_secret,
+                    "access_key_id": key_id, "access_key_secret": key_secret,
+                    "byoc_client_id": byoc_client, "byoc_client_secret": webhook_secret}),
+                )
+            }
+            Platform::Webex => {
+                let refresh = format!("rt-{integration_id}");
+                let address = format!("support@{integration_id}.example");
+                register("integrations", json!({"org_id": integration_id, "client_id": client_id,
+                    "client_secret": client_secret, "refresh_token": refresh, "business_address": address,
+                    "channel_name": "ai-handoff", "webhook_url": webhook_url,
+                    "webhook_secret": webhook_secret})).await;
+                (
+                    integration_id.clone(),
+                    json!({"api_base_url": format!("{sim_url}/webex"),
+                    "identity_base_url": format!("{sim_url}/webex"), "client_id": client_id,
+                    "client_secret": client_secret, "refresh_token": refresh, "org_id": integration_id,
+                    "business_address": address, "channel_name": "ai-handoff",
+                    "webhook_secret": webhook_secret}),
                 )
             }
         };

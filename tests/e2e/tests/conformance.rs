@@ -381,3 +381,6 @@ macro_rules! conformance {
 conformance!(genesys, Platform::Genesys);
 conformance!(amazon_connect, Platform::AmazonConnect);
 conformance!(zendesk, Platform::Zendesk);
+conformance!(salesforce, Platform::Salesforce);
+conformance!(nice, Platform::Nice);
+conformance!(webex, Platform::Webex);

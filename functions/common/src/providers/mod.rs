@@ -3,6 +3,9 @@
 
 pub mod amazon_connect;
 pub mod genesys;
+pub mod nice;
+pub mod salesforce;
+pub mod webex;
 pub mod zendesk;
 
 use std::collections::HashMap;
@@ -173,6 +176,17 @@ pub trait Provider: Send + Sync {
     fn stream(&self) -> Option<&dyn StreamSource> {
         None
     }
+
+    /// The answer a platform expects to an authenticated, stored webhook
+    /// (e.g. NICE BYOC's token endpoint and outbound acknowledgements), instead
+    /// of the default `{"ok": true, …}`. `Value::Null` means an empty body.
+    fn webhook_response(
+        &self,
+        _credentials: &SecretJson,
+        _request: &WebhookRequest<'_>,
+    ) -> Option<(u16, Value)> {
+        None
+    }
 }
 
 /// The sessions a notification holder should watch, refreshed by the poller.
@@ -268,10 +282,16 @@ impl Registry {
         let mut providers: HashMap<IntegrationKey, Arc<dyn Provider>> = HashMap::new();
         providers.insert(IntegrationKey::Genesys, Arc::new(genesys::Genesys::new()));
         providers.insert(
+            IntegrationKey::Salesforce,
+            Arc::new(salesforce::Salesforce::new()),
+        );
+        providers.insert(
             IntegrationKey::AmazonConnect,
             Arc::new(amazon_connect::AmazonConnect::new(aws)),
         );
         providers.insert(IntegrationKey::Zendesk, Arc::new(zendesk::Zendesk::new()));
+        providers.insert(IntegrationKey::Nice, Arc::new(nice::Nice::new()));
+        providers.insert(IntegrationKey::Webex, Arc::new(webex::Webex::new()));
         Self { providers }
     }
 

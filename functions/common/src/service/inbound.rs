@@ -307,6 +307,9 @@ pub async fn handle_webhook(
             }
         }
     }
+    if let Some((status, body)) = provider.webhook_response(&credentials, &request) {
+        return WebhookResponse { status, body };
+    }
     WebhookResponse {
         status: 200,
         body: json!({"ok": true, "stored": stored, "duplicates": duplicates}),
