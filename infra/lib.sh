@@ -57,3 +57,6 @@ stop_all() {
   done
   STARTED_PIDS=()
 }
+
+# The five Lambda functions (binary names).
+FUNCTIONS="start-handoff outbound-relay end-session notification-poller inbound-webhook"

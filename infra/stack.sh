@@ -5,8 +5,6 @@
 #   loop that invokes the scheduled notification-poller back to back.
 # Exports: LAMBDA_URL SIM_URL TABLE_NAME AWS_* endpoints, STACK_LOGS.
 
-FUNCTIONS="start-handoff outbound-relay end-session notification-poller inbound-webhook"
-
 start_stack() {
   STACK_LOGS="${STACK_LOGS:-$LOCAL_DIR/logs}"
   mkdir -p "$STACK_LOGS"
