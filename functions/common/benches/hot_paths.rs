@@ -9,9 +9,9 @@ use base64::Engine as _;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use handoff_common::domain::{ClientEnv, IntegrationKey, SessionId, SessionState, Tenant};
 use handoff_common::events::{ClientEvent, ClientEventType};
+use handoff_common::providers::amazon_connect::events as connect_events;
 use handoff_common::providers::genesys::{api::GenesysCredentials, webhook as genesys_webhook};
 use handoff_common::providers::zendesk::{api::ZendeskCredentials, webhook as zendesk_webhook};
-use handoff_common::providers::amazon_connect::events as connect_events;
 use handoff_common::request::{OutboundRelayRequest, StartHandoffRequest};
 use handoff_common::service::inbound::decide;
 use handoff_common::signature::{hmac_sha256, sign_client_event};
@@ -42,12 +42,18 @@ fn webhooks(c: &mut Criterion) {
     let s = session();
 
     let secret = "genesys-webhook-secret-0123456789";
-    let creds: GenesysCredentials = serde_json::from_value(json!({"region_domain": "mypurecloud.com",
-        "client_id": "c", "client_secret": "s", "integration_id": "i", "webhook_secret": secret})).unwrap();
+    let creds: GenesysCredentials =
+        serde_json::from_value(json!({"region_domain": "mypurecloud.com",
+        "client_id": "c", "client_secret": "s", "integration_id": "i", "webhook_secret": secret}))
+        .unwrap();
     let body = serde_json::to_vec(&json!({"id": "8085cbb3f778", "type": "Text", "text": text,
         "direction": "Outbound", "originatingEntity": "Human", "conversationId": "1734d888",
-        "channel": {"to": {"id": "conv-8f2c", "idType": "Opaque"}, "from": {"nickname": "Sam"}}})).unwrap();
-    let sig = format!("sha256={}", base64::engine::general_purpose::STANDARD.encode(hmac_sha256(secret.as_bytes(), &body)));
+        "channel": {"to": {"id": "conv-8f2c", "idType": "Opaque"}, "from": {"nickname": "Sam"}}}))
+    .unwrap();
+    let sig = format!(
+        "sha256={}",
+        base64::engine::general_purpose::STANDARD.encode(hmac_sha256(secret.as_bytes(), &body))
+    );
     group.bench_function("genesys", |b| {
         b.iter(|| {
             genesys_webhook::authenticate(&creds, Some(&sig), black_box(&body)).unwrap();
@@ -56,8 +62,10 @@ fn webhooks(c: &mut Criterion) {
         })
     });
 
-    let zcreds: ZendeskCredentials = serde_json::from_value(json!({"base_url": "http://x/sc", "app_id": "a",
-        "key_id": "k", "key_secret": "s", "webhook_secret": "zendesk-shared-secret"})).unwrap();
+    let zcreds: ZendeskCredentials =
+        serde_json::from_value(json!({"base_url": "http://x/sc", "app_id": "a",
+        "key_id": "k", "key_secret": "s", "webhook_secret": "zendesk-shared-secret"}))
+        .unwrap();
     let zbody = serde_json::to_vec(&json!({"app": {"id": "a"}, "webhook": {"id": "w", "version": "v2"},
         "events": [{"id": "evt1", "type": "conversation:message", "createdAt": "2026-11-23T10:01:02.120Z",
             "payload": {"conversation": {"id": "c1", "type": "personal"},
