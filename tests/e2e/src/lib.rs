@@ -147,10 +147,22 @@ pub fn verdict(platform: Platform, capability: &str, supported: bool) {
     } else {
         "NOT SUPPORTED by the platform (checked that nothing is emitted)"
     };
-    println!(
+    let line = format!(
         "conformance {} {capability}: {word}",
         platform.integration_key()
     );
+    println!("{line}");
+    // infra/test.sh collects these into one summary per provider.
+    if let Ok(path) = std::env::var("CONFORMANCE_REPORT") {
+        use std::io::Write as _;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{line}");
+        }
+    }
 }
 
 /// A tenant of its own, wired to the simulator and a receiver.
