@@ -10,7 +10,7 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   log "creating Python venv in $VENV"
   python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c 'import moto, boto3' 2>/dev/null || [[ ! -x "$VENV/bin/cargo-lambda" ]]; then
+if ! "$VENV/bin/python" -c 'import moto, boto3, yaml' 2>/dev/null || [[ ! -x "$VENV/bin/cargo-lambda" ]]; then
   log "installing moto[server] and cargo-lambda (PyPI)"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REPO_ROOT/infra/requirements.txt"
 fi

@@ -17,8 +17,10 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 log "unit tests"
 # Default members only: the e2e crate needs the stack and runs below.
 cargo test --quiet 2>&1 | tee "$LOCAL_DIR/unit-tests.log"
-log "SAM template"
+log "SAM template: sam validate --lint, and no wildcard IAM"
 "$REPO_ROOT/infra/validate-template.sh"
+(cd "$REPO_ROOT/infra" && "$VENV/bin/python" -m unittest -q check_iam_test)
+"$VENV/bin/python" "$REPO_ROOT/infra/check_iam.py" "$REPO_ROOT/template.yaml" | tail -n 1
 
 log "building binaries for the local stack"
 cargo build --workspace --bins --tests --quiet
