@@ -180,6 +180,8 @@ pub struct TestTenant {
     pub sim_url: String,
     pub received: Shared,
     pub http: reqwest::Client,
+    /// Secret values of this tenant that must never leave Secrets Manager.
+    pub canaries: Vec<String>,
 }
 
 pub async fn secrets_client() -> aws_sdk_secretsmanager::Client {
@@ -237,6 +239,11 @@ impl TestTenant {
         let client_id = format!("client-{}", random_hex(12));
         let client_secret = random_hex(24);
         let webhook_secret = format!("whsec-{}", random_hex(32));
+        let mut canaries = vec![
+            events_secret.clone(),
+            client_secret.clone(),
+            webhook_secret.clone(),
+        ];
         let tenant_path = format!("{account_id}/{project_id}/{client_env}");
         let webhook_url = format!(
             "{lambda_url}/lambda-url/inbound-webhook/webhooks/{}/{tenant_path}",
@@ -315,6 +322,10 @@ impl TestTenant {
                 )
             }
             Platform::Salesforce => {
+                // A line of the identity private key stands for the whole key.
+                let pem =
+                    include_str!("../../../infra/simulator/src/salesforce/test_identity_key.pem");
+                canaries.push(pem.lines().nth(1).unwrap_or_default().to_owned());
                 let jwks: Value = serde_json::from_str(include_str!(
                     "../../../infra/simulator/src/salesforce/test_identity_jwks.json"
                 ))
@@ -338,6 +349,7 @@ impl TestTenant {
             Platform::Nice => {
                 let channel = format!("chat_{}", random_hex(12));
                 let (key_id, key_secret) = (format!("ak-{}", random_hex(12)), random_hex(24));
+                canaries.push(key_secret.clone());
                 let byoc_client = format!("byoc-{}", random_hex(12));
                 register(
                     "integrations",
@@ -391,6 +403,7 @@ impl TestTenant {
             sim_url,
             received,
             http,
+            canaries,
         }
     }
 
@@ -724,3 +737,29 @@ pub async fn items_of_tenant(tenant_key: &str) -> usize {
 }
 
 pub type Events = HashMap<String, Vec<ClientEvent>>;
+
+/// Every item the table holds under a tenant's keys, as text (for canary scans).
+pub async fn items_text_of_tenant(tenant_key: &str) -> String {
+    let client = dynamodb().await;
+    let table = env("TABLE_NAME");
+    let out = client
+        .scan()
+        .table_name(&table)
+        .filter_expression("begins_with(pk, :p)")
+        .expression_attribute_values(
+            ":p",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("T#{tenant_key}#")),
+        )
+        .send()
+        .await
+        .unwrap();
+    format!("{:?}", out.items())
+}
+
+/// The functions' log (cargo lambda watch's output) of the running stack.
+pub fn stack_log() -> String {
+    let dir = std::env::var("STACK_LOGS")
+        .unwrap_or_else(|_| format!("{}/.cache/chat-handoff/logs", env("HOME")));
+    std::fs::read_to_string(format!("{dir}/lambda.log"))
+        .unwrap_or_else(|e| panic!("reading {dir}/lambda.log: {e}"))
+}

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use e2e::{session_id, verdict, Platform, TestTenant};
+use e2e::{items_text_of_tenant, session_id, stack_log, verdict, Platform, TestTenant};
 use serde_json::{json, Value};
 
 async fn handed_off(t: &TestTenant) -> (String, String) {
@@ -325,6 +325,58 @@ async fn another_tenants_session_is_not_found(p: Platform) {
     assert_eq!(b.end(&session).await["error"]["code"], "session_not_found");
 }
 
+async fn secrets_never_reach_logs_events_or_the_table(p: Platform) {
+    let t = TestTenant::on(p, "live").await;
+    let (session, cid) = accepted(&t).await;
+    assert_eq!(
+        t.send(&session, "c-1", "a customer line").await["status"],
+        "sent"
+    );
+    t.agent(&cid, "messages", json!({"text": "an agent line"}))
+        .await;
+    t.wait_event(&session, "LIVE_AGENT_MESSAGE", |e| {
+        e.data["text"] == "an agent line"
+    })
+    .await;
+    // A forged webhook is logged as rejected: the log line must not carry secrets either.
+    let _ = t
+        .post_webhook(
+            &t.webhook_url,
+            b"{\"forged\":true}",
+            Some("sha256=AAAA".into()),
+        )
+        .await;
+    assert_eq!(t.end(&session).await["status"], "ended");
+    t.wait_event(&session, "SESSION_END", |_| true).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let logs = stack_log();
+    let items = items_text_of_tenant(&format!(
+        "{}/{}/{}",
+        t.account_id, t.project_id, t.client_env
+    ))
+    .await;
+    assert!(
+        items.contains(&session),
+        "the scan reads this tenant's items"
+    );
+    let events = format!("{:?}", t.received.lock().unwrap().deliveries);
+    for canary in &t.canaries {
+        assert!(!canary.is_empty());
+        assert!(
+            !logs.contains(canary.as_str()),
+            "a secret value reached the logs"
+        );
+        assert!(
+            !items.contains(canary.as_str()),
+            "a secret value reached a stored item"
+        );
+        assert!(
+            !events.contains(canary.as_str()),
+            "a secret value reached a client event"
+        );
+    }
+}
+
 macro_rules! conformance {
     ($module:ident, $platform:expr) => {
         mod $module {
@@ -369,6 +421,10 @@ macro_rules! conformance {
             #[tokio::test]
             async fn failed_pushes_are_retried_until_the_runtime_accepts() {
                 super::failed_pushes_are_retried_until_the_runtime_accepts(P).await
+            }
+            #[tokio::test]
+            async fn secrets_never_reach_logs_events_or_the_table() {
+                super::secrets_never_reach_logs_events_or_the_table(P).await
             }
             #[tokio::test]
             async fn another_tenants_session_is_not_found() {
