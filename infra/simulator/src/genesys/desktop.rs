@@ -13,11 +13,19 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Instant;
 
-const DESKTOP_PAGE: &str = include_str!("../../assets/genesys-desktop.html");
+static DESKTOP_PAGE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    crate::desktop_page::DesktopPage {
+        title: "Genesys Cloud",
+        prefix: "genesys",
+        bot_label: "as bot",
+        agent_typing: true,
+    }
+    .render()
+});
 const DEFAULT_AGENT_NAME: &str = "Agent";
 
 pub(super) async fn page() -> Html<&'static str> {
-    Html(DESKTOP_PAGE)
+    Html(DESKTOP_PAGE.as_str())
 }
 
 pub(super) fn control_routes() -> Router<Arc<Genesys>> {

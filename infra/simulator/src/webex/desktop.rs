@@ -14,11 +14,19 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-const DESKTOP_PAGE: &str = include_str!("../../assets/webex-desktop.html");
+static DESKTOP_PAGE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    crate::desktop_page::DesktopPage {
+        title: "Webex Contact Center",
+        prefix: "webex",
+        bot_label: "as flow (system)",
+        agent_typing: false,
+    }
+    .render()
+});
 const DEFAULT_AGENT_NAME: &str = "Agent";
 
 pub(super) async fn page() -> Html<&'static str> {
-    Html(DESKTOP_PAGE)
+    Html(DESKTOP_PAGE.as_str())
 }
 
 pub(super) fn control_routes() -> Router<Arc<Webex>> {
