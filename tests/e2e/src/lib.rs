@@ -33,6 +33,8 @@ fn random_hex(n: usize) -> String {
 pub struct Received {
     /// Every accepted POST, in arrival order (redeliveries included).
     pub deliveries: Vec<ClientEvent>,
+    /// When each delivery arrived (same index as `deliveries`).
+    pub arrived: Vec<Instant>,
     pub rejected: usize,
     /// Answer 503 to this many pushes (the relay must retry).
     pub fail_next: usize,
@@ -72,6 +74,7 @@ async fn receive(
     match serde_json::from_slice::<ClientEvent>(&body) {
         Ok(ev) => {
             r.deliveries.push(ev);
+            r.arrived.push(Instant::now());
             StatusCode::OK
         }
         Err(_) => StatusCode::BAD_REQUEST,
