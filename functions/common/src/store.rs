@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 use serde_json::Value;
@@ -80,6 +81,12 @@ const PUSH_KEY: &str = "PUSH";
 
 fn event_sk(seq: u64) -> String {
     format!("EV#{seq:012}")
+}
+
+/// A conditional write refused because its condition did not hold.
+fn condition_failed<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+    err.as_service_error()
+        .is_some_and(|e| e.code() == Some("ConditionalCheckFailedException"))
 }
 
 fn store_err(what: &str, err: impl std::fmt::Debug) -> HandoffError {
@@ -324,10 +331,7 @@ impl Store {
             .await;
         match put {
             Ok(_) => Ok((record.clone(), true)),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
+            Err(e) if condition_failed(&e) => {
                 let existing = self
                     .get_session(&record.tenant, &record.session_id)
                     .await?
@@ -632,12 +636,7 @@ impl Store {
             .await;
         match put {
             Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
+            Err(e) if condition_failed(&e) => Ok(false),
             Err(e) => Err(store_err("remember", e)),
         }
     }
@@ -738,9 +737,7 @@ impl Store {
             .await
             .map(|_| ())
             .or_else(|e| {
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception())
-                {
+                if condition_failed(&e) {
                     Ok(()) // pushed meanwhile
                 } else {
                     Err(store_err("defer push", e))
@@ -849,10 +846,7 @@ impl Store {
             .await;
         match put {
             Ok(_) => Ok(MessageClaim::Claimed),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
+            Err(e) if condition_failed(&e) => {
                 let item = self
                     .client
                     .get_item()
@@ -922,9 +916,7 @@ impl Store {
             .await
             .map(|_| ())
             .or_else(|e| {
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception())
-                {
+                if condition_failed(&e) {
                     Ok(())
                 } else {
                     Err(store_err("release message", e))
@@ -952,12 +944,7 @@ impl Store {
             .await;
         match put {
             Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
+            Err(e) if condition_failed(&e) => Ok(false),
             Err(e) => Err(store_err("acquire lease", e)),
         }
     }

@@ -3,6 +3,7 @@
 //! for configuration, control and fault knobs).
 
 mod connect;
+mod delivery;
 mod desktop_page;
 mod faults;
 mod genesys;

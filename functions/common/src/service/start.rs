@@ -149,9 +149,8 @@ async fn open(
     let outcome = deps
         .store
         .append(&req.tenant, &req.session_id, None, |s| {
-            if let Some(result) = &s.start_result {
+            if s.start_result.is_some() {
                 // Someone else recorded it; keep theirs.
-                let _ = result;
                 return Ok((vec![], SessionChange::default()));
             }
             let mut after = s.clone();

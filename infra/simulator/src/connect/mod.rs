@@ -332,11 +332,7 @@ fn instance_id_of(value: &str) -> &str {
 
 impl Connect {
     pub fn new() -> Arc<Self> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("HTTP client");
+        let http = crate::delivery::client();
         Arc::new(Self {
             state: Mutex::new(SimState::default()),
             http,

@@ -269,11 +269,7 @@ fn message_id() -> String {
 
 impl Genesys {
     pub fn new() -> Arc<Self> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("HTTP client");
+        let http = crate::delivery::client();
         Arc::new(Self {
             state: Mutex::new(SimState::default()),
             http,

@@ -380,11 +380,7 @@ fn issuer(headers: &HeaderMap) -> String {
 
 impl Nice {
     pub fn new() -> Arc<Self> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("HTTP client");
+        let http = crate::delivery::client();
         Arc::new(Self {
             state: Mutex::new(SimState::default()),
             http,

@@ -431,11 +431,7 @@ fn request_host(headers: &HeaderMap) -> String {
 
 impl Zendesk {
     pub fn new() -> Arc<Self> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("HTTP client");
+        let http = crate::delivery::client();
         Arc::new(Self {
             state: Mutex::new(SimState::default()),
             http,
