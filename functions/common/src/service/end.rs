@@ -50,9 +50,28 @@ pub async fn handle(deps: &Deps, request: &Value) -> Result<Value> {
     if !session.state.is_terminal() {
         let provider = deps.provider(session.provider)?;
         let refreshed = Default::default();
-        with_credentials!(deps, &req.tenant, session.provider, &refreshed, |ctx| {
+        let closed = with_credentials!(deps, &req.tenant, session.provider, &refreshed, |ctx| {
             provider.end(&ctx, &session)
-        })?;
+        });
+        if let Err(e) = closed {
+            // Not ended on the platform: a later agent end must read as the agent's.
+            deps.store
+                .append(&req.tenant, &req.session_id, None, |s| {
+                    let mut data = s.provider_data.clone();
+                    if let Some(map) = data.as_object_mut() {
+                        map.remove("end_requested");
+                    }
+                    Ok((
+                        vec![],
+                        SessionChange {
+                            provider_data: Some(data),
+                            ..Default::default()
+                        },
+                    ))
+                })
+                .await?;
+            return Err(e);
+        }
     }
     let outcome = deps
         .store
