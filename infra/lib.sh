@@ -59,4 +59,4 @@ stop_all() {
 }
 
 # The five Lambda functions (binary names).
-FUNCTIONS="start-handoff outbound-relay end-session notification-poller inbound-webhook"
+FUNCTIONS="start-handoff outbound-relay end-session notification-poller inbound-webhook handoff-api"

@@ -83,7 +83,20 @@ def seed_tenant(a):
         "client_id": client_id, "client_secret": client_secret,
         "integration_id": integration_id, "webhook_secret": webhook_secret,
     })
-    print(json.dumps({"tenant": tenant, "integration_id": integration_id, "webhook_url": webhook_url}))
+    api_key = seed_screen_pop(a, tenant)
+    print(json.dumps({"tenant": tenant, "integration_id": integration_id, "webhook_url": webhook_url,
+                      "handoff_api_key": api_key}))
+
+
+def seed_screen_pop(a, tenant):
+    """The tenant's handoff API key, registered with the simulator so its agent
+    desktops can show a screen-pop (a platform would hold the key the same way)."""
+    api_key = secrets.token_urlsafe(24)
+    put_secret(f"{PREFIX}/{tenant}/handoff_api", {"api_key": api_key})
+    post_json(f"{a.sim_url}/sim/screenpop/sources", {
+        "base_url": f"{a.lambda_url}/lambda-url/handoff-api/handoffs/{tenant}", "api_key": api_key,
+    })
+    return api_key
 
 
 def main():

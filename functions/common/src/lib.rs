@@ -7,6 +7,8 @@ pub mod entry;
 pub mod error;
 pub mod events;
 pub mod http;
+pub mod http_event;
+pub mod metrics;
 pub mod providers;
 pub mod request;
 pub mod secrets;

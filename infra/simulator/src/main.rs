@@ -9,6 +9,7 @@ mod faults;
 mod genesys;
 mod nice;
 mod salesforce;
+mod screenpop;
 mod webex;
 mod zendesk;
 
@@ -29,6 +30,7 @@ fn app() -> Router {
         .merge(zendesk::router(zendesk::Zendesk::new()))
         .merge(nice::router(nice::Nice::new()))
         .merge(webex::router(webex::Webex::new()))
+        .merge(screenpop::router())
 }
 
 fn listen_addr() -> Result<SocketAddr, String> {

@@ -187,6 +187,11 @@ pub trait Provider: Send + Sync {
     ) -> Option<(u16, Value)> {
         None
     }
+
+    /// An operator's check (`infra/config-check.sh`): the credentials parse and
+    /// the platform answers an authenticated call that changes nothing there.
+    /// Returns what was verified, in one line.
+    async fn check(&self, ctx: &ProviderCtx<'_>) -> Result<String>;
 }
 
 /// The sessions a notification holder should watch, refreshed by the poller.

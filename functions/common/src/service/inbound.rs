@@ -8,10 +8,12 @@ use serde_json::{json, Value};
 use crate::domain::{ClientEnv, IntegrationKey, SessionState, Tenant};
 use crate::error::{HandoffError, Result};
 use crate::events::{ClientEventType, EndedBy};
+use crate::metrics::{Metric, Record};
 use crate::providers::{
     AgentInfo, ConversationRef, ProviderEvent, ProviderEventKind, WebhookRequest,
 };
-use crate::store::{AppendOutcome, NewEvent, SessionChange, SessionRecord};
+use crate::store::{AppendOutcome, NewEvent, SessionChange, SessionRecord, StoredEvent};
+use crate::time::now_ms;
 
 use super::Deps;
 
@@ -212,11 +214,51 @@ pub async fn apply_event(
             events,
         } => {
             if !events.is_empty() {
+                record_relayed(deps, &after, &events).await;
                 deps.push_pending(tenant, &after.session_id, after.delivered_seq)
                     .await;
             }
             Ok(Applied::Stored(events.len()))
         }
+    }
+}
+
+/// Metrics of client events just appended: agent messages relayed, and the
+/// time from the handoff to the first agent joining (a join after a transfer
+/// is not counted again; finding out reads the log, which only joins pay for).
+async fn record_relayed(deps: &Deps, session: &SessionRecord, events: &[StoredEvent]) {
+    for stored in events {
+        let record = match stored.event.event_type {
+            ClientEventType::LiveAgentMessage => {
+                Record::count(Metric::MessageRelayed).dimension("direction", "to_customer")
+            }
+            ClientEventType::LiveAgentJoined => {
+                let earlier = deps
+                    .store
+                    .events_after(&session.tenant, &session.session_id, 0)
+                    .await
+                    .map(|log| {
+                        log.iter().any(|e| {
+                            e.event.event_type == ClientEventType::LiveAgentJoined
+                                && e.event.seq < stored.event.seq
+                        })
+                    })
+                    .unwrap_or(true);
+                if earlier {
+                    continue;
+                }
+                Record::new(
+                    Metric::TimeToAgentJoin,
+                    (now_ms() - session.created_at_ms).max(0) as f64,
+                )
+            }
+            _ => continue,
+        };
+        record
+            .provider(session.provider)
+            .property("tenant", session.tenant.to_string())
+            .property("session", session.session_id.as_str())
+            .emit();
     }
 }
 
@@ -253,6 +295,26 @@ pub fn parse_webhook_path(path: &str) -> Option<(IntegrationKey, Tenant, String)
 /// Never answers 2xx for something not stored.
 #[tracing::instrument(name = "inbound_webhook", skip_all, fields(tenant = tracing::field::Empty, provider = tracing::field::Empty))]
 pub async fn handle_webhook(
+    deps: &Deps,
+    path: &str,
+    headers: &HashMap<String, String>,
+    body: &[u8],
+) -> WebhookResponse {
+    let response = verify_and_store(deps, path, headers, body).await;
+    if response.status >= 400 {
+        let reason = response.body["error"]["code"].as_str().unwrap_or("unknown");
+        let mut record = Record::count(Metric::WebhookRejected).dimension("reason", reason);
+        if let Some((key, tenant, _)) = parse_webhook_path(path) {
+            record = record
+                .dimension("provider", key.as_str())
+                .property("tenant", tenant.to_string());
+        }
+        record.emit();
+    }
+    response
+}
+
+async fn verify_and_store(
     deps: &Deps,
     path: &str,
     headers: &HashMap<String, String>,

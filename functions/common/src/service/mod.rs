@@ -1,7 +1,9 @@
 //! The relay's use cases, one module per function, over shared dependencies.
 //! The Lambda binaries only convert events to these calls and back.
 
+pub mod config_check;
 pub mod end;
+pub mod handoff_api;
 pub mod inbound;
 pub mod outbound;
 pub mod poller;

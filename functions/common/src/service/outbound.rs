@@ -4,6 +4,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::error::{HandoffError, Result};
+use crate::metrics::{Metric, Record};
 use crate::request::{OutboundRelayRequest, RelayAction};
 use crate::store::MessageClaim;
 use crate::with_credentials;
@@ -78,6 +79,12 @@ pub async fn handle(deps: &Deps, request: &Value) -> Result<Value> {
                                     &platform_ref,
                                 )
                                 .await?;
+                            Record::count(Metric::MessageRelayed)
+                                .provider(session.provider)
+                                .dimension("direction", "to_agent")
+                                .property("tenant", req.tenant.to_string())
+                                .property("session", req.session_id.as_str())
+                                .emit();
                             Ok(
                                 json!({"session_id": req.session_id, "message_id": message.id,
                                       "status": "sent", "duplicate": false}),

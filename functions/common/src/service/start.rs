@@ -2,8 +2,10 @@
 
 use serde_json::{json, Value};
 
+use crate::domain::IntegrationKey;
 use crate::error::{HandoffError, Result};
 use crate::events::{ClientEventType, EndedBy};
+use crate::metrics::{Metric, Record};
 use crate::providers::StartInput;
 use crate::request::{HandoffRoute, HandoffTarget, StartHandoffRequest};
 use crate::store::{AppendOutcome, NewEvent, SessionChange, SessionRecord};
@@ -94,7 +96,23 @@ pub async fn handle(deps: &Deps, request: &Value) -> Result<Value> {
     }
     let outcome = open(deps, &req, &route, provider.as_ref()).await;
     deps.store.release_lease(&lease, &owner).await?;
+    record_outcome(&req, route.integration, &outcome);
     outcome
+}
+
+/// Metrics of one start: opened, or failed for good (a retryable error leaves
+/// the session pending, so it is not a failure yet).
+fn record_outcome(req: &StartHandoffRequest, provider: IntegrationKey, outcome: &Result<Value>) {
+    let record = match outcome {
+        Ok(_) => Record::count(Metric::HandoffStarted),
+        Err(e) if e.is_retryable() => return,
+        Err(e) => Record::count(Metric::HandoffFailed).dimension("reason", e.code()),
+    };
+    record
+        .provider(provider)
+        .property("tenant", req.tenant.to_string())
+        .property("session", req.session_id.as_str())
+        .emit();
 }
 
 async fn open(

@@ -431,6 +431,21 @@ impl Provider for AmazonConnect {
         }
     }
 
+    async fn check(&self, ctx: &ProviderCtx<'_>) -> Result<String> {
+        let settings: ConnectSettings = ctx.credentials.parse("amazon_connect_integration")?;
+        if !settings.streaming_topic_arn.starts_with("arn:") {
+            return Err(HandoffError::NotConfigured(
+                "streaming_topic_arn is not an ARN".into(),
+            ));
+        }
+        // No Connect call here: the only read-only ones need IAM actions the
+        // functions are not granted; StartChatContact would open a chat.
+        Ok(format!(
+            "settings well-formed (instance {}, flow {}); platform not called",
+            settings.instance_id, settings.contact_flow_id
+        ))
+    }
+
     fn authenticate_webhook(
         &self,
         _credentials: &SecretJson,

@@ -212,6 +212,15 @@ impl Provider for Genesys {
         }
     }
 
+    async fn check(&self, ctx: &ProviderCtx<'_>) -> Result<String> {
+        let api = self.api(ctx)?;
+        api.token().await?;
+        Ok(format!(
+            "OAuth client-credentials token obtained from {}",
+            api.creds.login_base()?
+        ))
+    }
+
     fn authenticate_webhook(
         &self,
         credentials: &SecretJson,

@@ -286,6 +286,12 @@ impl Provider for Nice {
         }
     }
 
+    async fn check(&self, ctx: &ProviderCtx<'_>) -> Result<String> {
+        let api = self.api(ctx)?;
+        api.token().await?;
+        Ok(format!("DFO token obtained for {}", api.creds.dfo_base()?))
+    }
+
     fn authenticate_webhook(
         &self,
         credentials: &SecretJson,

@@ -262,6 +262,16 @@ impl Provider for Salesforce {
         }
     }
 
+    async fn check(&self, ctx: &ProviderCtx<'_>) -> Result<String> {
+        let api = self.api(ctx)?;
+        // A verified-mode token needs a subject; this one is never used for a chat.
+        api.new_token(Some("config-check")).await?;
+        Ok(format!(
+            "MIAW access token obtained from {}",
+            api.creds.base()
+        ))
+    }
+
     fn authenticate_webhook(
         &self,
         _credentials: &SecretJson,

@@ -230,6 +230,11 @@ impl Provider for Webex {
         self.api(ctx)?.end_task(task).await
     }
 
+    async fn check(&self, ctx: &ProviderCtx<'_>) -> Result<String> {
+        self.api(ctx)?.token().await?;
+        Ok("Webex access token obtained".into())
+    }
+
     fn authenticate_webhook(
         &self,
         credentials: &SecretJson,

@@ -216,6 +216,16 @@ impl Provider for Zendesk {
             .await
     }
 
+    async fn check(&self, ctx: &ProviderCtx<'_>) -> Result<String> {
+        let api = SunshineApi::new(ctx)?;
+        // A read: lists the conversations of a user id no session ever has.
+        api.find_conversation("relay:config-check").await?;
+        Ok(format!(
+            "Sunshine Conversations API answered at {}",
+            api.creds.base()?
+        ))
+    }
+
     fn authenticate_webhook(
         &self,
         credentials: &SecretJson,
