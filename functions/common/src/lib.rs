@@ -6,6 +6,10 @@ pub mod domain;
 pub mod entry;
 pub mod error;
 pub mod events;
+// Pure entry points for fuzz/ and its corpus replay test; not part of the API.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod http_event;
 pub mod metrics;

@@ -291,6 +291,69 @@ pub fn parse_webhook_path(path: &str) -> Option<(IntegrationKey, Tenant, String)
     Some((provider, tenant, rest))
 }
 
+/// An HTTP API request (payload format 2.0) as the webhook handler needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpWebhook {
+    /// The route path, without a `/lambda-url/{function}` prefix (cargo lambda watch).
+    pub path: String,
+    /// Lower-cased names; a repeated header keeps its first value.
+    pub headers: HashMap<String, String>,
+    /// The bytes the platform signed.
+    pub body: Vec<u8>,
+}
+
+/// What the webhook function was invoked with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InboundPayload {
+    /// An SNS event (`Records`), for [`handle_stream_event`].
+    Stream(Value),
+    Http(HttpWebhook),
+}
+
+/// SNS events (`Records`) go to the stream handler; anything else must be an
+/// HTTP API request. Built here rather than by `lambda_http`, whose conversion
+/// panics on a body flagged base64 that is not, or on a malformed host.
+pub fn classify_payload(payload: Value) -> Result<InboundPayload> {
+    use base64::Engine as _;
+    use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+
+    if payload.get("Records").is_some() {
+        return Ok(InboundPayload::Stream(payload));
+    }
+    let request: ApiGatewayV2httpRequest = serde_json::from_value(payload)
+        .map_err(|e| HandoffError::invalid(format!("not an HTTP API request: {e}")))?;
+    let raw_path = request.raw_path.as_deref().unwrap_or_default();
+    // The `$default` stage (template.yaml): the path is the route as is.
+    let path = match raw_path.strip_prefix("/lambda-url/") {
+        Some(rest) => rest
+            .split_once('/')
+            .map(|(_, p)| format!("/{p}"))
+            .unwrap_or_default(),
+        None => raw_path.to_owned(),
+    };
+    let mut headers = HashMap::new();
+    for (name, value) in &request.headers {
+        if let Ok(v) = value.to_str() {
+            headers
+                .entry(name.as_str().to_ascii_lowercase())
+                .or_insert_with(|| v.to_owned());
+        }
+    }
+    let text = request.body.unwrap_or_default();
+    let body = if request.is_base64_encoded {
+        base64::engine::general_purpose::STANDARD
+            .decode(text.as_bytes())
+            .map_err(|_| HandoffError::invalid("isBase64Encoded body is not base64"))?
+    } else {
+        text.into_bytes()
+    };
+    Ok(InboundPayload::Http(HttpWebhook {
+        path,
+        headers,
+        body,
+    }))
+}
+
 /// Handles one webhook: authenticate on the raw bytes, parse, store once, map.
 /// Never answers 2xx for something not stored.
 #[tracing::instrument(name = "inbound_webhook", skip_all, fields(tenant = tracing::field::Empty, provider = tracing::field::Empty))]
@@ -556,6 +619,28 @@ mod tests {
                 .0
                 .is_empty());
         }
+    }
+
+    #[test]
+    fn payloads_are_classified_without_lambda_http() {
+        let sns = json!({"Records": [{"Sns": {"Message": "{}"}}]});
+        assert_eq!(
+            classify_payload(sns.clone()).unwrap(),
+            InboundPayload::Stream(sns)
+        );
+        let http = json!({"version": "2.0", "rawPath": "/lambda-url/inbound-webhook/webhooks/genesys/acme/support/live",
+            "headers": {"X-Hub-Signature-256": "sha256=abc"}, "body": "aGk=", "isBase64Encoded": true,
+            "requestContext": {"http": {"method": "POST"}}});
+        let InboundPayload::Http(req) = classify_payload(http.clone()).unwrap() else {
+            panic!("an HTTP API request")
+        };
+        assert_eq!(req.path, "/webhooks/genesys/acme/support/live");
+        assert_eq!(req.headers["x-hub-signature-256"], "sha256=abc");
+        assert_eq!(req.body, b"hi");
+        let mut bad = http;
+        bad["body"] = json!("not base64!");
+        assert_eq!(classify_payload(bad).unwrap_err().code(), "invalid_request");
+        assert!(classify_payload(json!([1, 2])).is_err());
     }
 
     #[test]

@@ -105,8 +105,9 @@ pub fn verify_token(
     let Ok(expiry) = expiry.parse::<i64>() else {
         return Err(WebhookRejection::Unauthenticated("not a token we issued"));
     };
-    if expiry + TOKEN_SKEW_SECS < now_secs
-        || expiry > now_secs + U_BYOC_TOKEN_SECS as i64 + TOKEN_SKEW_SECS
+    // Saturating: the expiry is the caller's text, checked before the MAC.
+    if expiry.saturating_add(TOKEN_SKEW_SECS) < now_secs
+        || expiry > now_secs.saturating_add(U_BYOC_TOKEN_SECS as i64 + TOKEN_SKEW_SECS)
     {
         return Err(WebhookRejection::Unauthenticated("token expired"));
     }
@@ -427,7 +428,8 @@ pub fn response(
             ))
         }
         Callback::LegacyOutbound { thread } => {
-            let mut body: Value = serde_json::from_slice(request.body).ok()?;
+            // An object, as `parse` requires: indexing a number would panic.
+            let mut body = parse_json(request.body).ok()?;
             body["thread"] = json!({"idOnExternalPlatform": thread});
             Some((
                 200,
@@ -573,6 +575,39 @@ mod tests {
         )
         .is_err());
         assert!(authenticate(&c, &req(&bearer(token), &body, "/2.0/unknown"), NOW).is_err());
+    }
+
+    /// Regression for fuzz/corpus/nice_byoc/i64-max-expiry: an unauthenticated
+    /// caller's expiry overflowed before the MAC check (a panic in debug builds).
+    #[test]
+    fn extreme_token_expiries_are_refused_without_overflow() {
+        for expiry in [i64::MAX, i64::MIN] {
+            let token = format!("nbt1.{expiry}.AAAA");
+            assert_eq!(
+                verify_token(&creds(), &token, NOW),
+                Err(WebhookRejection::Unauthenticated("token expired"))
+            );
+        }
+    }
+
+    /// Regression for fuzz/corpus/nice_byoc/legacy-outbound-number (found by
+    /// the fuzzer): answering a legacy outbound whose body is not an object panicked.
+    #[test]
+    fn answers_to_bodies_that_are_not_objects_are_none() {
+        let none = HashMap::new();
+        for body in [&b"0"[..], b"[1]", b"\"x\"", b"null"] {
+            for path in [
+                "/1.0/posts/conv-8f2c/messages",
+                "/2.0/channel/chat_abc/outbound",
+            ] {
+                assert!(parse(&req(&none, body, path)).is_err());
+                let answer = response(&creds(), &req(&none, body, path), NOW);
+                assert!(
+                    answer.is_none() || path.starts_with("/2.0"),
+                    "{path} {body:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -62,7 +62,9 @@ pub fn authenticate(
             "X-WebExCC-Timestamp is not epoch ms",
         ));
     };
-    if (now_ms - ts).abs() > MAX_TIMESTAMP_SKEW_MS {
+    // Checked: a header near i64::MIN must be refused, not overflow.
+    let skew = now_ms.checked_sub(ts).and_then(i64::checked_abs);
+    if skew.is_none_or(|s| s > MAX_TIMESTAMP_SKEW_MS) {
         return Err(WebhookRejection::Unauthenticated(
             "X-WebExCC-Timestamp outside 5 minutes",
         ));
@@ -306,6 +308,12 @@ mod tests {
         assert!(authenticate(&creds(), Some(&sig), Some(ts), &body, now + 6 * 60_000).is_err());
         assert!(authenticate(&creds(), Some(&sig), Some("1779785586333"), &body, now).is_err());
         assert!(authenticate(&creds(), Some(&sig), Some("soon"), &body, now).is_err());
+        // Regression for fuzz/corpus/webex_webhook/i64-min-timestamp: the
+        // skew overflowed (a panic in debug builds).
+        for extreme in [i64::MIN, i64::MAX] {
+            let ts = extreme.to_string();
+            assert!(authenticate(&creds(), Some(&sig), Some(&ts), &body, now).is_err());
+        }
     }
 
     #[test]

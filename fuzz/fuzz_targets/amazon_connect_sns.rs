@@ -1,0 +1,3 @@
+#![no_main]
+// Entry point and input layout: handoff_common::fuzzing::amazon_connect_sns.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| handoff_common::fuzzing::amazon_connect_sns(data));

@@ -1,0 +1,3 @@
+#![no_main]
+// Entry point and input layout: handoff_common::fuzzing::genesys_webhook.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| handoff_common::fuzzing::genesys_webhook(data));
