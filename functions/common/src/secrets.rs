@@ -58,10 +58,18 @@ pub struct RuntimeConfig {
     /// Forward platform bot messages (e.g. Genesys Architect) to the widget.
     #[serde(default = "default_true")]
     pub forward_bot_messages: bool,
+    /// How long the relay keeps trying to open a conversation the platform is
+    /// unavailable for, from the start request; then `SESSION_END`.
+    #[serde(default = "default_start_retry")]
+    pub start_retry_secs: u64,
 }
 
 fn default_max_age() -> u64 {
     24 * 3600
+}
+
+fn default_start_retry() -> u64 {
+    180
 }
 
 fn default_true() -> bool {

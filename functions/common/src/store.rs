@@ -3,7 +3,10 @@
 //! Items (`pk`, `sk`):
 //! * session      `T#{tenant}#S#{session}` / `SESSION`
 //! * client event `T#{tenant}#S#{session}` / `EV#{seq:012}`
-//! * outbound msg `T#{tenant}#S#{session}` / `MSG#{message_id}`
+//! * outbound msg `T#{tenant}#S#{session}` / `MSG#{message_id}` (idempotency:
+//!   `sending`, `queued`, `sent` or `failed`)
+//! * queued msg   `T#{tenant}#S#{session}` / `OQ#{position:012}` (the text of a
+//!   customer message waiting for the platform, in send order)
 //! * dedupe key   `T#{tenant}#D#{provider}#{key}` / `DEDUPE`
 //! * lease        `LEASE#{name}` / `LEASE`
 //!
@@ -15,6 +18,11 @@
 //! Every change is a conditional write on `version` (or on absence), never a
 //! blind read-modify-write; an event, its dedupe key and the session's
 //! `next_seq` move together in one transaction, so `seq` is gap-free.
+//!
+//! The outbound queue: the session item holds the queue's bounds and retry
+//! time ([`OutQueue`]); enqueueing and draining move the bounds, the `OQ#` item
+//! and the `MSG#` state in one transaction. The poller finds queues to drain
+//! from the live sessions it lists through the `work` index anyway.
 
 use std::collections::HashMap;
 
@@ -36,6 +44,8 @@ pub const INDEX_WORK: &str = "work";
 pub const RETENTION_SECS: i64 = 7 * 24 * 3600;
 /// Retries of an optimistic update that lost a race before giving up.
 const MAX_RACE_RETRIES: usize = 20;
+/// Longest wait between two drain attempts of a session's outbound queue.
+pub const MAX_QUEUE_RETRY_MS: i64 = 30_000;
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -83,6 +93,35 @@ fn event_sk(seq: u64) -> String {
     format!("EV#{seq:012}")
 }
 
+fn queued_sk(position: u64) -> String {
+    format!("OQ#{position:012}")
+}
+
+fn message_sk(message_id: &str) -> String {
+    format!("MSG#{message_id}")
+}
+
+/// Delay before retry number `attempts + 1` of something a platform refused:
+/// 1 s, 2 s, 4 s … capped at `max_ms`.
+pub fn backoff_ms(attempts: u32, max_ms: i64) -> i64 {
+    (1000i64 << attempts.min(20)).min(max_ms)
+}
+
+/// Why a transaction was cancelled, one entry per item (`None` = no reason).
+fn cancellation_reasons<R>(
+    err: &SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, R>,
+) -> Vec<Option<String>> {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+    match err.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(c)) => c
+            .cancellation_reasons()
+            .iter()
+            .map(|r| r.code().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// A conditional write refused because its condition did not hold.
 fn condition_failed<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
     err.as_service_error()
@@ -117,6 +156,85 @@ pub struct SessionRecord {
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub expires_at: i64,
+    /// Customer messages waiting for the platform.
+    pub outq: OutQueue,
+    /// Failed attempts to open the platform conversation so far.
+    pub start_attempts: u32,
+    /// When the poller may try to open the conversation again.
+    pub start_due_ms: Option<i64>,
+}
+
+/// Bounds of a session's outbound queue: positions `head..=tail` wait, in
+/// order. Positions are never reused, so a dropped queue leaves no ambiguity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutQueue {
+    /// Position of the next message to send.
+    pub head: u64,
+    /// Position of the last message queued (`head - 1` when empty).
+    pub tail: u64,
+    /// When the next drain attempt is due.
+    pub due_ms: i64,
+    /// Failed drain attempts since the last message went out.
+    pub attempts: u32,
+}
+
+impl Default for OutQueue {
+    fn default() -> Self {
+        Self {
+            head: 1,
+            tail: 0,
+            due_ms: 0,
+            attempts: 0,
+        }
+    }
+}
+
+impl OutQueue {
+    pub fn len(&self) -> u64 {
+        (self.tail + 1).saturating_sub(self.head)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Due for a drain attempt at `now_ms`.
+    pub fn is_due(&self, now_ms: i64) -> bool {
+        !self.is_empty() && self.due_ms <= now_ms
+    }
+
+    /// The queue after a failed drain attempt: tried again after a backoff.
+    pub fn deferred(mut self, now_ms: i64) -> Self {
+        self.due_ms = now_ms + backoff_ms(self.attempts, MAX_QUEUE_RETRY_MS);
+        self.attempts += 1;
+        self
+    }
+
+    /// The queue after its head went out (or was given up): the next is due now.
+    pub fn advanced(mut self, now_ms: i64) -> Self {
+        self.head += 1;
+        self.attempts = 0;
+        self.due_ms = now_ms;
+        self
+    }
+
+    /// The queue with one more message at the tail; its position.
+    pub fn pushed(mut self, now_ms: i64) -> (Self, u64) {
+        if self.is_empty() {
+            // A fresh queue: its first message was just refused by the platform.
+            self.attempts = 0;
+            self.due_ms = now_ms + backoff_ms(0, MAX_QUEUE_RETRY_MS);
+        }
+        self.tail += 1;
+        (self, self.tail)
+    }
+
+    /// The queue emptied without sending (the session ended).
+    pub fn dropped(mut self) -> Self {
+        self.head = self.tail + 1;
+        self.attempts = 0;
+        self
+    }
 }
 
 impl SessionRecord {
@@ -143,6 +261,9 @@ impl SessionRecord {
             created_at_ms: now,
             updated_at_ms: now,
             expires_at: now / 1000 + RETENTION_SECS,
+            outq: OutQueue::default(),
+            start_attempts: 0,
+            start_due_ms: None,
         }
     }
 
@@ -166,6 +287,14 @@ impl SessionRecord {
         item.insert("created_at".into(), n(self.created_at_ms));
         item.insert("updated_at".into(), n(self.updated_at_ms));
         item.insert("expires_at".into(), n(self.expires_at));
+        item.insert("outq_head".into(), n(self.outq.head));
+        item.insert("outq_tail".into(), n(self.outq.tail));
+        item.insert("outq_due".into(), n(self.outq.due_ms));
+        item.insert("outq_attempts".into(), n(self.outq.attempts));
+        item.insert("start_attempts".into(), n(self.start_attempts));
+        if let Some(d) = self.start_due_ms {
+            item.insert("start_due".into(), n(d));
+        }
         if let Some(c) = &self.provider_conversation_id {
             item.insert("conversation_id".into(), s(c.clone()));
             item.insert("gsi1pk".into(), s(conversation_key(self.provider, c)));
@@ -214,6 +343,14 @@ impl SessionRecord {
             created_at_ms: get_n(item, "created_at").unwrap_or(0),
             updated_at_ms: get_n(item, "updated_at").unwrap_or(0),
             expires_at: get_n(item, "expires_at").unwrap_or(i64::MAX),
+            outq: OutQueue {
+                head: get_n(item, "outq_head").unwrap_or(1).max(1) as u64,
+                tail: get_n(item, "outq_tail").unwrap_or(0).max(0) as u64,
+                due_ms: get_n(item, "outq_due").unwrap_or(0),
+                attempts: get_n(item, "outq_attempts").unwrap_or(0).max(0) as u32,
+            },
+            start_attempts: get_n(item, "start_attempts").unwrap_or(0).max(0) as u32,
+            start_due_ms: get_n(item, "start_due"),
         })
     }
 }
@@ -292,6 +429,45 @@ pub enum MessageClaim {
     AlreadySent(Value),
     /// Another invocation is sending it right now.
     InFlight,
+    /// Waiting in the session's outbound queue.
+    Queued,
+    /// Given up: the platform refused it for good (the error code).
+    Failed(String),
+}
+
+/// What [`Store::enqueue_message`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Enqueued {
+    /// Queued now, at this position.
+    At(u64),
+    /// The message id was known already; its state.
+    Exists(MessageClaim),
+}
+
+/// A customer message waiting in a session's outbound queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedMessage {
+    pub position: u64,
+    pub message: crate::request::CustomerMessage,
+    pub queued_at_ms: i64,
+}
+
+/// How a queued message left the queue.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Dequeue {
+    /// Sent; the platform's answer.
+    Sent(Value),
+    /// Refused for good; the error code.
+    Failed(String),
+}
+
+/// What one attempt of a session transaction did.
+enum TxOutcome {
+    Done,
+    /// The session changed under us: read it again.
+    Raced,
+    /// This item (index among the extra items) failed its condition.
+    Refused(usize),
 }
 
 /// The DynamoDB table.
@@ -486,6 +662,17 @@ impl Store {
                 next.state.as_str()
             )));
         }
+        if next.state.is_terminal() && !current.state.is_terminal() && !next.outq.is_empty() {
+            // The platform conversation is gone: nothing can deliver them now.
+            // (end-session drains the queue before a user-initiated end.)
+            tracing::warn!(
+                tenant = %current.tenant,
+                session = %current.session_id,
+                dropped = next.outq.len(),
+                "session ended with queued customer messages; dropped"
+            );
+            next.outq = next.outq.dropped();
+        }
 
         let mut items = Vec::new();
         // The whole session item is rewritten, guarded by its version.
@@ -574,15 +761,7 @@ impl Store {
                 events: stored,
             })),
             Err(err) => {
-                let reasons: Vec<Option<String>> = err
-                    .as_service_error()
-                    .and_then(|e| match e {
-                        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => {
-                            Some(c.cancellation_reasons().iter().map(|r| r.code().map(str::to_owned)).collect())
-                        }
-                        _ => None,
-                    })
-                    .unwrap_or_default();
+                let reasons = cancellation_reasons(&err);
                 let failed = |i: usize| {
                     reasons
                         .get(i)
@@ -824,7 +1003,7 @@ impl Store {
     ) -> Result<MessageClaim> {
         let now = now_ms();
         let pk = session_pk(tenant, session);
-        let sk = format!("MSG#{message_id}");
+        let sk = message_sk(message_id);
         let put = self
             .client
             .put_item()
@@ -846,31 +1025,345 @@ impl Store {
             .await;
         match put {
             Ok(_) => Ok(MessageClaim::Claimed),
-            Err(e) if condition_failed(&e) => {
-                let item = self
-                    .client
-                    .get_item()
-                    .table_name(&self.table)
-                    .key("pk", s(pk))
-                    .key("sk", s(sk))
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .map_err(|e| store_err("get message", e))?
-                    .item
-                    .unwrap_or_default();
-                if get_s(&item, "digest") != Some(text_digest) {
-                    return Err(HandoffError::invalid(
-                        "message.id was already used for a different text",
-                    ));
-                }
-                match get_s(&item, "state") {
-                    Some("sent") => Ok(MessageClaim::AlreadySent(get_json(&item, "result"))),
-                    _ => Ok(MessageClaim::InFlight),
-                }
-            }
+            Err(e) if condition_failed(&e) => self.message_state(pk, sk, text_digest).await,
             Err(e) => Err(store_err("claim message", e)),
         }
+    }
+
+    /// The state of a message id that is already taken, for the runtime's retry.
+    async fn message_state(
+        &self,
+        pk: String,
+        sk: String,
+        text_digest: &str,
+    ) -> Result<MessageClaim> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_err("get message", e))?
+            .item
+            .unwrap_or_default();
+        if get_s(&item, "digest") != Some(text_digest) {
+            return Err(HandoffError::invalid(
+                "message.id was already used for a different text",
+            ));
+        }
+        Ok(match get_s(&item, "state") {
+            Some("sent") => MessageClaim::AlreadySent(get_json(&item, "result")),
+            Some("queued") => MessageClaim::Queued,
+            Some("failed") => {
+                MessageClaim::Failed(get_s(&item, "error_code").unwrap_or("failed").to_owned())
+            }
+            _ => MessageClaim::InFlight,
+        })
+    }
+
+    /// Writes `next` over `current` (guarded by `current.version`) together
+    /// with `extra` items, in one transaction.
+    async fn transact_session(
+        &self,
+        current: &SessionRecord,
+        next: &SessionRecord,
+        extra: Vec<TransactWriteItem>,
+    ) -> Result<TxOutcome> {
+        let mut items = vec![TransactWriteItem::builder()
+            .put(
+                Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(next.to_item()))
+                    .condition_expression("version = :v")
+                    .expression_attribute_values(":v", n(current.version))
+                    .build()
+                    .map_err(HandoffError::internal)?,
+            )
+            .build()];
+        items.extend(extra);
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(TxOutcome::Done),
+            Err(err) => {
+                let reasons = cancellation_reasons(&err);
+                let failed = |c: &Option<String>| c.as_deref() == Some("ConditionalCheckFailed");
+                if reasons.first().is_some_and(failed)
+                    || reasons
+                        .iter()
+                        .any(|r| r.as_deref() == Some("TransactionConflict"))
+                {
+                    return Ok(TxOutcome::Raced);
+                }
+                match reasons.iter().skip(1).position(failed) {
+                    Some(i) => Ok(TxOutcome::Refused(i)),
+                    None => Err(store_err("session transaction", err)),
+                }
+            }
+        }
+    }
+
+    /// Rewrites the session with what `change` makes of it (`None`: leave it),
+    /// guarded by its version; retries lost races. Returns the session as stored.
+    pub async fn update_session(
+        &self,
+        tenant: &Tenant,
+        session: &SessionId,
+        change: impl Fn(&SessionRecord) -> Option<SessionRecord>,
+    ) -> Result<SessionRecord> {
+        for _ in 0..MAX_RACE_RETRIES {
+            let current = self
+                .get_session(tenant, session)
+                .await?
+                .ok_or(HandoffError::SessionNotFound)?;
+            let Some(mut next) = change(&current) else {
+                return Ok(current);
+            };
+            next.version = current.version + 1;
+            next.updated_at_ms = now_ms();
+            if let TxOutcome::Done = self.transact_session(&current, &next, vec![]).await? {
+                return Ok(next);
+            }
+        }
+        Err(HandoffError::Conflict(
+            "session updated concurrently too often".into(),
+        ))
+    }
+
+    /// Puts a customer message at the tail of the session's outbound queue.
+    /// With `claimed`, the message is ours in `sending` state (its send just
+    /// failed) and moves to `queued`; otherwise its id must be new (or an
+    /// abandoned claim), else the known state is returned. Refused on an
+    /// ended session.
+    pub async fn enqueue_message(
+        &self,
+        tenant: &Tenant,
+        session: &SessionId,
+        message: &crate::request::CustomerMessage,
+        text_digest: &str,
+        claimed: bool,
+    ) -> Result<Enqueued> {
+        let pk = session_pk(tenant, session);
+        let sk = message_sk(&message.id);
+        for _ in 0..MAX_RACE_RETRIES {
+            let current = self
+                .get_session(tenant, session)
+                .await?
+                .ok_or(HandoffError::SessionNotFound)?;
+            if current.state.is_terminal() {
+                return Err(HandoffError::SessionEnded);
+            }
+            let now = now_ms();
+            let mut next = current.clone();
+            let (outq, position) = current.outq.pushed(now);
+            next.outq = outq;
+            next.version = current.version + 1;
+            next.updated_at_ms = now;
+            let expires = n(now / 1000 + RETENTION_SECS);
+            let msg = if claimed {
+                TransactWriteItem::builder()
+                    .update(
+                        aws_sdk_dynamodb::types::Update::builder()
+                            .table_name(&self.table)
+                            .key("pk", s(pk.clone()))
+                            .key("sk", s(sk.clone()))
+                            .update_expression(
+                                "SET #st = :queued, qpos = :pos, queued_at = :now REMOVE lease_until",
+                            )
+                            .condition_expression("#st = :sending AND digest = :d")
+                            .expression_attribute_names("#st", "state")
+                            .expression_attribute_values(":queued", s("queued"))
+                            .expression_attribute_values(":sending", s("sending"))
+                            .expression_attribute_values(":pos", n(position))
+                            .expression_attribute_values(":now", n(now))
+                            .expression_attribute_values(":d", s(text_digest))
+                            .build()
+                            .map_err(HandoffError::internal)?,
+                    )
+                    .build()
+            } else {
+                TransactWriteItem::builder()
+                    .put(
+                        Put::builder()
+                            .table_name(&self.table)
+                            .item("pk", s(pk.clone()))
+                            .item("sk", s(sk.clone()))
+                            .item("state", s("queued"))
+                            .item("digest", s(text_digest))
+                            .item("qpos", n(position))
+                            .item("queued_at", n(now))
+                            .item("expires_at", expires.clone())
+                            .condition_expression(
+                                "attribute_not_exists(pk) OR (#st = :sending AND lease_until < :now AND digest = :d)",
+                            )
+                            .expression_attribute_names("#st", "state")
+                            .expression_attribute_values(":sending", s("sending"))
+                            .expression_attribute_values(":now", n(now))
+                            .expression_attribute_values(":d", s(text_digest))
+                            .build()
+                            .map_err(HandoffError::internal)?,
+                    )
+                    .build()
+            };
+            let body = TransactWriteItem::builder()
+                .put(
+                    Put::builder()
+                        .table_name(&self.table)
+                        .item("pk", s(pk.clone()))
+                        .item("sk", s(queued_sk(position)))
+                        .item("message_id", s(message.id.clone()))
+                        .item("text", s(message.text.clone()))
+                        .item("queued_at", n(now))
+                        .item("expires_at", expires)
+                        .condition_expression("attribute_not_exists(pk)")
+                        .build()
+                        .map_err(HandoffError::internal)?,
+                )
+                .build();
+            match self
+                .transact_session(&current, &next, vec![msg, body])
+                .await?
+            {
+                TxOutcome::Done => return Ok(Enqueued::At(position)),
+                TxOutcome::Raced => continue,
+                TxOutcome::Refused(0) => {
+                    return Ok(Enqueued::Exists(
+                        self.message_state(pk, sk, text_digest).await?,
+                    ))
+                }
+                TxOutcome::Refused(_) => {
+                    return Err(HandoffError::internal("queue position already taken"))
+                }
+            }
+        }
+        Err(HandoffError::Conflict(
+            "session updated concurrently too often".into(),
+        ))
+    }
+
+    /// The queued message at `position`, if it is still stored.
+    pub async fn queued_message(
+        &self,
+        tenant: &Tenant,
+        session: &SessionId,
+        position: u64,
+    ) -> Result<Option<QueuedMessage>> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(session_pk(tenant, session)))
+            .key("sk", s(queued_sk(position)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_err("get queued message", e))?
+            .item;
+        let Some(item) = item else {
+            return Ok(None);
+        };
+        let (Some(id), Some(text)) = (get_s(&item, "message_id"), get_s(&item, "text")) else {
+            return Err(HandoffError::internal("queued message item is incomplete"));
+        };
+        Ok(Some(QueuedMessage {
+            position,
+            message: crate::request::CustomerMessage {
+                id: id.to_owned(),
+                text: text.to_owned(),
+            },
+            queued_at_ms: get_n(&item, "queued_at").unwrap_or(0),
+        }))
+    }
+
+    /// Takes the queue's head out: records how it ended on its `MSG#` item,
+    /// deletes its `OQ#` item and advances the queue, in one transaction. A
+    /// head already advanced past `position` is left as it is. Works on an
+    /// ended session too (the message went out before the end was seen).
+    pub async fn dequeue_message(
+        &self,
+        tenant: &Tenant,
+        session: &SessionId,
+        position: u64,
+        message_id: &str,
+        how: &Dequeue,
+    ) -> Result<()> {
+        let pk = session_pk(tenant, session);
+        for _ in 0..MAX_RACE_RETRIES {
+            let current = self
+                .get_session(tenant, session)
+                .await?
+                .ok_or(HandoffError::SessionNotFound)?;
+            let now = now_ms();
+            let mut next = current.clone();
+            if current.outq.head == position && !current.outq.is_empty() {
+                next.outq = current.outq.advanced(now);
+            }
+            next.version = current.version + 1;
+            next.updated_at_ms = now;
+            let mut update = aws_sdk_dynamodb::types::Update::builder()
+                .table_name(&self.table)
+                .key("pk", s(pk.clone()))
+                .key("sk", s(message_sk(message_id)))
+                .condition_expression("attribute_exists(pk)")
+                .expression_attribute_names("#st", "state")
+                .expression_attribute_values(":now", n(now));
+            update = match how {
+                Dequeue::Sent(result) => update
+                    .update_expression("SET #st = :sent, #res = :r, sent_at = :now")
+                    .expression_attribute_names("#res", "result")
+                    .expression_attribute_values(":sent", s("sent"))
+                    .expression_attribute_values(":r", s(result.to_string())),
+                Dequeue::Failed(code) => update
+                    .update_expression("SET #st = :failed, error_code = :c, failed_at = :now")
+                    .expression_attribute_values(":failed", s("failed"))
+                    .expression_attribute_values(":c", s(code.clone())),
+            };
+            let extra = vec![
+                TransactWriteItem::builder()
+                    .update(update.build().map_err(HandoffError::internal)?)
+                    .build(),
+                TransactWriteItem::builder()
+                    .delete(
+                        aws_sdk_dynamodb::types::Delete::builder()
+                            .table_name(&self.table)
+                            .key("pk", s(pk.clone()))
+                            .key("sk", s(queued_sk(position)))
+                            .build()
+                            .map_err(HandoffError::internal)?,
+                    )
+                    .build(),
+            ];
+            match self.transact_session(&current, &next, extra).await? {
+                TxOutcome::Done => return Ok(()),
+                TxOutcome::Raced => continue,
+                TxOutcome::Refused(_) => {
+                    return Err(HandoffError::internal("queued message lacks its MSG item"))
+                }
+            }
+        }
+        Err(HandoffError::Conflict(
+            "session updated concurrently too often".into(),
+        ))
+    }
+
+    /// Records a failed drain attempt: the queue is tried again after a backoff.
+    pub async fn defer_queue(&self, tenant: &Tenant, session: &SessionId) -> Result<SessionRecord> {
+        self.update_session(tenant, session, |s| {
+            if s.outq.is_empty() || s.state.is_terminal() {
+                return None;
+            }
+            let mut next = s.clone();
+            next.outq = s.outq.deferred(now_ms());
+            Some(next)
+        })
+        .await
     }
 
     /// Records a claimed message as sent, with the platform's answer.
@@ -885,7 +1378,7 @@ impl Store {
             .update_item()
             .table_name(&self.table)
             .key("pk", s(session_pk(tenant, session)))
-            .key("sk", s(format!("MSG#{message_id}")))
+            .key("sk", s(message_sk(message_id)))
             .update_expression("SET #st = :sent, #res = :r REMOVE lease_until")
             .expression_attribute_names("#st", "state")
             .expression_attribute_names("#res", "result")
@@ -908,7 +1401,7 @@ impl Store {
             .delete_item()
             .table_name(&self.table)
             .key("pk", s(session_pk(tenant, session)))
-            .key("sk", s(format!("MSG#{message_id}")))
+            .key("sk", s(message_sk(message_id)))
             .condition_expression("#st = :sending")
             .expression_attribute_names("#st", "state")
             .expression_attribute_values(":sending", s("sending"))
@@ -1015,6 +1508,77 @@ mod tests {
         assert_eq!(t, r.tenant);
         assert_eq!(s, r.session_id);
         assert!(parse_session_pk("LEASE#x").is_none());
+    }
+
+    #[test]
+    fn queue_and_start_retry_state_round_trip() {
+        let mut r = record();
+        r.outq = OutQueue {
+            head: 3,
+            tail: 5,
+            due_ms: 1234,
+            attempts: 2,
+        };
+        r.start_attempts = 4;
+        r.start_due_ms = Some(99);
+        assert_eq!(SessionRecord::from_item(&r.to_item()).unwrap(), r);
+        // Items written before the queue existed read as an empty queue.
+        let mut old = r.to_item();
+        for k in [
+            "outq_head",
+            "outq_tail",
+            "outq_due",
+            "outq_attempts",
+            "start_due",
+        ] {
+            old.remove(k);
+        }
+        let read = SessionRecord::from_item(&old).unwrap();
+        assert!(read.outq.is_empty());
+        assert_eq!(read.start_due_ms, None);
+    }
+
+    #[test]
+    fn queue_positions_run_in_order_and_are_never_reused() {
+        let q = OutQueue::default();
+        assert!(q.is_empty() && !q.is_due(i64::MAX));
+        let (q, first) = q.pushed(10_000);
+        let (q, second) = q.pushed(10_500);
+        assert_eq!((first, second, q.len()), (1, 2, 2));
+        assert_eq!(q.due_ms, 11_000, "a fresh queue waits a second");
+        assert!(!q.is_due(10_999) && q.is_due(11_000));
+        let q = q.advanced(20_000);
+        assert_eq!((q.head, q.len(), q.due_ms), (2, 1, 20_000));
+        let q = q.dropped();
+        assert!(q.is_empty());
+        let (_, third) = q.pushed(30_000);
+        assert_eq!(third, 3, "a dropped position is not handed out again");
+    }
+
+    #[test]
+    fn a_deferred_queue_backs_off_exponentially_up_to_a_cap() {
+        let (mut q, _) = OutQueue::default().pushed(0);
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            q = q.deferred(0);
+            waits.push(q.due_ms);
+        }
+        assert_eq!(
+            waits,
+            vec![1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
+        );
+        assert_eq!(
+            q.advanced(0).attempts,
+            0,
+            "a sent message resets the backoff"
+        );
+        assert_eq!(backoff_ms(40, 5_000), 5_000);
+    }
+
+    #[test]
+    fn queue_sort_keys_order_numerically() {
+        assert!(queued_sk(9) < queued_sk(10));
+        assert_eq!(message_sk("m-1"), "MSG#m-1");
     }
 
     #[test]

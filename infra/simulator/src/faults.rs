@@ -76,6 +76,10 @@ pub struct Scoped {
     /// Every API call answers 429 until then (set with `api_429_for_secs`).
     #[serde(skip)]
     pub api_429_until: Option<Instant>,
+    /// The platform is down until then: every API call answers 503 and does
+    /// nothing (set with `api_down_for_secs`).
+    #[serde(skip)]
+    pub api_down_until: Option<Instant>,
     pub webhook_duplicate_next: u32,
     pub webhook_out_of_order_next: u32,
     pub webhook_bad_signature_next: u32,
@@ -113,6 +117,8 @@ pub struct FaultUpdate {
     pub api_fail_next: Option<ApiFail>,
     /// Answer every API call in scope with 429 for this many seconds from now.
     pub api_429_for_secs: Option<f64>,
+    /// Take the platform down for this many seconds from now (0 = back up).
+    pub api_down_for_secs: Option<f64>,
     pub webhook_duplicate_next: Option<u32>,
     pub webhook_out_of_order_next: Option<u32>,
     pub webhook_bad_signature_next: Option<u32>,
@@ -169,9 +175,12 @@ impl Faults {
                 return Err("api_fail_next.status must be a 4xx or 5xx status".into());
             }
         }
-        if let Some(t) = u.api_429_for_secs {
-            if !(t.is_finite() && t >= 0.0) {
-                return Err("api_429_for_secs must be a number of seconds".into());
+        for (name, value) in [
+            ("api_429_for_secs", u.api_429_for_secs),
+            ("api_down_for_secs", u.api_down_for_secs),
+        ] {
+            if value.is_some_and(|t| !(t.is_finite() && t >= 0.0)) {
+                return Err(format!("{name} must be a number of seconds"));
             }
         }
         if let Some(h) = u.heartbeat_secs {
@@ -221,6 +230,9 @@ impl Faults {
         }
         if let Some(t) = u.api_429_for_secs {
             bucket.api_429_until = (t > 0.0).then(|| Instant::now() + Duration::from_secs_f64(t));
+        }
+        if let Some(t) = u.api_down_for_secs {
+            bucket.api_down_until = (t > 0.0).then(|| Instant::now() + Duration::from_secs_f64(t));
         }
         macro_rules! set_scoped {
             ($($field:ident),*) => { $( if let Some(v) = u.$field { bucket.$field = v; } )* };
@@ -280,11 +292,20 @@ impl Faults {
                 .any(field)
     }
 
-    /// The status an API call must fail with, if any: `api_fail_next` first,
-    /// then a 429 window, every-Nth, and the ratios.
+    /// The status an API call must fail with, if any: an outage window first
+    /// (it consumes no one-shot), then `api_fail_next`, a 429 window,
+    /// every-Nth, and the ratios. Every provider's API guard calls this
+    /// before doing anything, so a failed call changes nothing.
     pub fn take_api_failure(&mut self, scopes: &[String]) -> Option<u16> {
         self.api_calls += 1;
         let now = Instant::now();
+        for bucket in self.buckets(scopes) {
+            match bucket.api_down_until {
+                Some(until) if now < until => return Some(503),
+                Some(_) => bucket.api_down_until = None,
+                None => {}
+            }
+        }
         for bucket in self.buckets(scopes) {
             if let Some(fail) = &mut bucket.api_fail_next {
                 let status = fail.status;
@@ -337,17 +358,25 @@ impl Faults {
     }
 }
 
-/// A bucket as JSON, with the 429 window as the seconds left.
+/// A bucket as JSON, with the 429 and outage windows as the seconds left.
 fn scoped_json(bucket: &Scoped) -> Map<String, Value> {
     let mut m = match serde_json::to_value(bucket) {
         Ok(Value::Object(m)) => m,
         _ => Map::new(),
     };
-    let left = bucket
-        .api_429_until
-        .map(|t| t.saturating_duration_since(Instant::now()).as_secs_f64())
-        .unwrap_or(0.0);
-    m.insert("api_429_for_secs".into(), Value::from(left));
+    let left = |until: Option<Instant>| {
+        until
+            .map(|t| t.saturating_duration_since(Instant::now()).as_secs_f64())
+            .unwrap_or(0.0)
+    };
+    m.insert(
+        "api_429_for_secs".into(),
+        Value::from(left(bucket.api_429_until)),
+    );
+    m.insert(
+        "api_down_for_secs".into(),
+        Value::from(left(bucket.api_down_until)),
+    );
     m
 }
 
@@ -427,6 +456,32 @@ mod tests {
         f.apply(&update(r#"{"integration_id":"a","api_429_for_secs":0}"#))
             .unwrap();
         assert_eq!(f.take_api_failure(&scope("a")), None);
+    }
+
+    #[test]
+    fn outage_window_answers_503_and_keeps_one_shots() {
+        let mut f = Faults::default();
+        f.apply(&update(
+            r#"{"integration_id":"a","api_down_for_secs":60,"api_fail_next":{"status":429,"count":1}}"#,
+        ))
+        .unwrap();
+        assert_eq!(f.take_api_failure(&scope("a")), Some(503));
+        assert_eq!(f.take_api_failure(&scope("a")), Some(503));
+        assert_eq!(
+            f.take_api_failure(&scope("b")),
+            None,
+            "other integrations stay up"
+        );
+        assert!(f.snapshot()["integrations"]["a"]["api_down_for_secs"].as_f64() > Some(59.0));
+        f.apply(&update(r#"{"integration_id":"a","api_down_for_secs":0}"#))
+            .unwrap();
+        assert_eq!(
+            f.take_api_failure(&scope("a")),
+            Some(429),
+            "one-shot kept for after"
+        );
+        assert_eq!(f.take_api_failure(&scope("a")), None);
+        assert!(f.apply(&update(r#"{"api_down_for_secs":-1}"#)).is_err());
     }
 
     #[test]

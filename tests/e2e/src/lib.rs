@@ -221,6 +221,12 @@ impl TestTenant {
 
     /// A fresh tenant of `platform` in `client_env`.
     pub async fn on(platform: Platform, client_env: &str) -> Self {
+        Self::with_runtime(platform, client_env, json!({})).await
+    }
+
+    /// A fresh tenant whose `runtime` secret also holds `extra` (tenant
+    /// settings such as `start_retry_secs`).
+    pub async fn with_runtime(platform: Platform, client_env: &str, extra: Value) -> Self {
         let lambda_url = env("LAMBDA_URL");
         let sim_url = env("SIM_URL");
         let account_id = format!("t{}", random_hex(10));
@@ -255,12 +261,12 @@ impl TestTenant {
                 p => p.sim_prefix(),
             }
         );
-        put_secret(
-            &format!("chat-handoff/{tenant_path}/runtime"),
-            &json!({"events_url": events_url, "events_secret": events_secret,
-                    "destinations": {"billing-desk": {platform.integration_key(): platform.routing()}}}),
-        )
-        .await;
+        let mut runtime = json!({"events_url": events_url, "events_secret": events_secret,
+                    "destinations": {"billing-desk": {platform.integration_key(): platform.routing()}}});
+        if let (Some(r), Some(extra)) = (runtime.as_object_mut(), extra.as_object()) {
+            r.extend(extra.clone());
+        }
+        put_secret(&format!("chat-handoff/{tenant_path}/runtime"), &runtime).await;
         let sim = |path: &str| format!("{sim_url}/sim/{}/{path}", platform.sim_prefix());
         let register = |path: &str, body: Value| {
             let req = http.post(sim(path)).json(&body);

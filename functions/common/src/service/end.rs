@@ -1,4 +1,6 @@
 //! end-session: the user ended the chat; disconnect them on the platform.
+//! Customer messages still queued for the platform are sent first (an end by
+//! the agent, the platform or a timeout drops them instead: see the store).
 
 use serde_json::{json, Value};
 
@@ -28,6 +30,21 @@ pub async fn handle(deps: &Deps, request: &Value) -> Result<Value> {
     };
     if session.state.is_terminal() {
         return Ok(ended(session.ended_by));
+    }
+    // The user wrote these before ending: they reach the agent first. While
+    // the platform is still down the end is refused, as its close would be.
+    if !session.outq.is_empty() && session.provider_conversation_id.is_some() {
+        let drained = super::outbound::drain(deps, &session, true).await?;
+        if drained.busy {
+            return Err(HandoffError::Conflict(
+                "queued customer messages are being sent; retry".into(),
+            ));
+        }
+        if drained.deferred {
+            return Err(HandoffError::ProviderUnavailable(
+                "customer messages are still queued for the platform".into(),
+            ));
+        }
     }
     // Mark first, so the platform's echo of our disconnect reads as the user's end.
     let marked = deps

@@ -1,5 +1,7 @@
 //! notification-poller (scheduled): holds platform notification channels per
-//! tenant, sweeps undelivered client events, ends sessions past their age.
+//! tenant, sweeps undelivered client events, drains outbound queues
+//! ([`super::outbound::drain_due`]), retries handoffs the platform could not
+//! open yet ([`super::start::retry_due`]), ends sessions past their age.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -56,6 +58,10 @@ pub struct PollReport {
     pub expired: usize,
     pub tenants_held: usize,
     pub events_applied: usize,
+    /// Queued customer messages sent.
+    pub queued_sent: usize,
+    /// Pending handoffs opened or given up on.
+    pub starts_settled: usize,
 }
 
 /// Pushes every session's due backlog once.
@@ -144,7 +150,8 @@ struct Held {
     sessions: watch::Sender<Vec<SessionRecord>>,
 }
 
-/// One invocation: sweep, expire, then hold channels until the deadline.
+/// One invocation: sweep, expire, retry starts, drain queues, then hold
+/// channels until the deadline (repeating all but the holds every refresh).
 #[tracing::instrument(name = "notification_poller", skip_all)]
 pub async fn run(deps: Arc<Deps>, tuning: PollerTuning) -> Result<PollReport> {
     let deadline = Instant::now() + tuning.hold;
@@ -154,7 +161,12 @@ pub async fn run(deps: Arc<Deps>, tuning: PollerTuning) -> Result<PollReport> {
     let mut tasks = JoinSet::new();
     let applied = Arc::new(std::sync::atomic::AtomicUsize::new(0));
 
+    // Start retries and queue drains wait on platforms that may be down: they
+    // run beside the loop (one round at a time) so sweeps and holds go on.
+    let mut outage_work: Option<tokio::task::JoinHandle<(usize, usize)>> = None;
+
     loop {
+        let mut retry_lists = Vec::new();
         report.pushed += sweep_pushes(&deps).await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "sweep failed");
             0
@@ -168,6 +180,7 @@ pub async fn run(deps: Arc<Deps>, tuning: PollerTuning) -> Result<PollReport> {
                 }
             };
             report.expired += expire_sessions(&deps, key, &live).await;
+            retry_lists.push((key, live.clone()));
             let Ok(provider) = deps.provider(key) else {
                 continue;
             };
@@ -225,6 +238,14 @@ pub async fn run(deps: Arc<Deps>, tuning: PollerTuning) -> Result<PollReport> {
                 ));
             }
         }
+        if outage_work.as_ref().is_none_or(|h| h.is_finished()) {
+            if let Some(h) = outage_work.take() {
+                let (settled, sent) = h.await.unwrap_or_default();
+                report.starts_settled += settled;
+                report.queued_sent += sent;
+            }
+            outage_work = Some(tokio::spawn(outage_round(deps.clone(), retry_lists)));
+        }
         let now = Instant::now();
         if now >= deadline {
             break;
@@ -236,10 +257,29 @@ pub async fn run(deps: Arc<Deps>, tuning: PollerTuning) -> Result<PollReport> {
     }
     drop(held);
     while tasks.join_next().await.is_some() {}
+    if let Some(h) = outage_work.take() {
+        let (settled, sent) = h.await.unwrap_or_default();
+        report.starts_settled += settled;
+        report.queued_sent += sent;
+    }
     // Leases are per tenant; they lapse by themselves shortly after the deadline.
     report.events_applied = applied.load(std::sync::atomic::Ordering::SeqCst);
     report.pushed += sweep_pushes(&deps).await.unwrap_or(0);
     Ok(report)
+}
+
+/// One round of start retries and queue drains over the live sessions of
+/// each provider; (handoffs settled, queued messages sent).
+async fn outage_round(
+    deps: Arc<Deps>,
+    lists: Vec<(IntegrationKey, Vec<SessionRecord>)>,
+) -> (usize, usize) {
+    let (mut settled, mut sent) = (0, 0);
+    for (key, live) in lists {
+        settled += super::start::retry_due(&deps, &live).await;
+        sent += super::outbound::drain_due(&deps, key, &live).await.sent;
+    }
+    (settled, sent)
 }
 
 fn deadline_ms(deadline: Instant) -> i64 {

@@ -27,6 +27,7 @@ const SHARED_KNOBS: &[&str] = &[
     "webhook_timeout_ms",
     "api_fail_next",
     "api_429_for_secs",
+    "api_down_for_secs",
     "webhook_duplicate_next",
     "webhook_out_of_order_next",
     "lose_next_notification",
