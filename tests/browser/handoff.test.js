@@ -94,6 +94,11 @@ async function scenario(provider) {
   const snap = async (page, step) => {
     shots += 1;
     const file = path.join(dir, `${String(shots).padStart(2, "0")}-${step}.png`);
+    // The widget scrolls smoothly to its newest line: let it arrive before the picture.
+    await page.waitForFunction(() => {
+      const m = document.getElementById("messages");
+      return !m || m.scrollHeight - m.scrollTop - m.clientHeight < 2;
+    });
     await page.screenshot({ path: file });
     console.log(`screenshot ${file}`);
   };
