@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: format and lint, unit tests, the SAM template check, then the
 # end-to-end suite against the real local stack (DynamoDB Local, moto, the
-# simulators, cargo lambda watch), which this script starts and stops.
+# simulators, cargo lambda watch), which this script starts and stops, and the
+# browser tests against that same stack.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$REPO_ROOT/infra/stack.sh"
@@ -35,4 +36,6 @@ echo "--- conformance capabilities ---"
 sort -u "$CONFORMANCE_REPORT" 2>/dev/null || echo "(no capability lines were written)"
 log "demo script (scripted handoff through the widget's API)"
 bash "$REPO_ROOT/infra/demo-check.sh"
+log "browser tests (widget + each agent desktop in headless Chromium, same stack)"
+bash "$REPO_ROOT/infra/browser-test.sh"
 log "all tests passed in $(( $(date +%s) - started )) s"

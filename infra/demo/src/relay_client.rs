@@ -87,10 +87,31 @@ pub struct HandoffContext {
     pub verified: bool,
 }
 
+/// The integration keys a handoff may name, with the short names the widget's
+/// `?provider=` uses (the simulator's path prefixes).
+const INTEGRATIONS: &[(&str, &str)] = &[
+    ("genesys", "genesys_integration"),
+    ("connect", "amazon_connect_integration"),
+    ("zendesk", "zendesk_integration"),
+    ("salesforce", "salesforce_integration"),
+    ("nice", "nice_integration"),
+    ("webex", "webex_integration"),
+];
+
+/// The integration key for a short name (`zendesk`) or a key (`zendesk_integration`).
+pub fn integration_key(name: &str) -> Option<&'static str> {
+    INTEGRATIONS
+        .iter()
+        .find(|(short, key)| name == *short || name == *key)
+        .map(|(_, key)| *key)
+}
+
 /// The parts of a start-handoff request that come from the conversation.
 #[derive(Debug, Clone)]
 pub struct HandoffRequest {
     pub session_id: String,
+    /// The integration chosen for this conversation; `None` is the runtime's default.
+    pub provider: Option<&'static str>,
     pub utterance: String,
     pub user: HandoffUser,
     pub transcript: Vec<TranscriptEntry>,
@@ -128,7 +149,8 @@ impl RelayClient {
 
     pub async fn start_handoff(&self, request: &HandoffRequest) -> Result<Value, RelayError> {
         let mut text_chat = serde_json::Map::new();
-        text_chat.insert(self.provider.clone(), json!({ "queue": self.queue }));
+        let provider = request.provider.unwrap_or(self.provider.as_str());
+        text_chat.insert(provider.to_owned(), json!({ "queue": self.queue }));
         let event = json!({
             "tenant": self.tenant,
             "session_id": request.session_id,
@@ -230,6 +252,22 @@ fn quote(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_names_and_keys_name_integrations() {
+        assert_eq!(integration_key("zendesk"), Some("zendesk_integration"));
+        assert_eq!(
+            integration_key("amazon_connect_integration"),
+            Some("amazon_connect_integration")
+        );
+        assert_eq!(
+            integration_key("connect"),
+            Some("amazon_connect_integration")
+        );
+        for unknown in ["", "five9", "Genesys", "genesys_integration "] {
+            assert_eq!(integration_key(unknown), None, "{unknown:?}");
+        }
+    }
 
     #[test]
     fn result_passes_through() {

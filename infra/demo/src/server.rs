@@ -24,7 +24,8 @@ use serde_json::{json, Value};
 
 use crate::bot::{self, BotTurn, HANDOFF_UTTERANCE};
 use crate::relay_client::{
-    ErrorBody, HandoffContext, HandoffRequest, HandoffUser, RelayClient, RelayError,
+    integration_key, ErrorBody, HandoffContext, HandoffRequest, HandoffUser, RelayClient,
+    RelayError,
 };
 use crate::sessions::{Recorded, Role, Session, Sessions, TranscriptEntry};
 
@@ -231,6 +232,10 @@ async fn set_faults(
 struct CreateSession {
     #[serde(default)]
     display_name: String,
+    /// Where this conversation hands off to (`zendesk` or `zendesk_integration`);
+    /// absent means the runtime's `--provider`.
+    #[serde(default)]
+    provider: Option<String>,
 }
 
 async fn create_session(
@@ -241,9 +246,20 @@ async fn create_session(
     if name.chars().count() > MAX_DISPLAY_NAME_CHARS {
         return Err(ApiError::invalid("display_name is too long"));
     }
+    let provider = match request.provider.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(requested) => Some(integration_key(requested).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "unknown provider {requested:?}: one of genesys, connect, zendesk, salesforce, nice, webex"
+            ))
+        })?),
+    };
     let name = if name.is_empty() { "Guest" } else { name };
     let session = state.inner.sessions.create(name.to_owned());
-    tracing::info!(session = %session.id, "session created");
+    if let Some(provider) = provider {
+        session.set_provider(provider);
+    }
+    tracing::info!(session = %session.id, provider = provider.unwrap_or("default"), "session created");
     Ok(Json(json!({ "session_id": session.id })))
 }
 
@@ -344,6 +360,7 @@ async fn post_message(
             );
             let request = HandoffRequest {
                 session_id: id.clone(),
+                provider: session.provider(),
                 utterance: HANDOFF_UTTERANCE.to_owned(),
                 user: HandoffUser {
                     id: session.user_id(),
@@ -713,6 +730,11 @@ mod tests {
             r#"id="messages""#,
             r#"id="agent-typing""#,
             r#"id="status""#,
+            r#"data-testid="widget""#,
+            r#""handoff-notice""#,
+            r#""agent-joined-notice""#,
+            r#""closed-notice""#,
+            r#"`${role}-message`"#,
         ] {
             assert!(page.contains(id), "{id}");
         }
@@ -888,6 +910,44 @@ mod tests {
 
         say(&router, &session, "agent please").await;
         assert_eq!(stub.calls_to("start-handoff").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_session_can_choose_its_provider_and_unknown_ones_are_refused() {
+        let stub = RelayStub::start(json!({
+            "start-handoff": {"session_id": "x", "provider": "zendesk_integration",
+                              "provider_conversation_id": "zd-1", "status": "queued"},
+        }))
+        .await;
+        let (state, router) = app_with_relay(&stub.url);
+        let (status, created) = post_json(
+            &router,
+            "/api/sessions",
+            json!({ "display_name": "Ada", "provider": "zendesk" }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{created}");
+        let session = created["session_id"].as_str().unwrap().to_owned();
+        let (status, _) = say(&router, &session, "a human please").await;
+        assert_eq!(status, StatusCode::OK);
+        let starts = stub.calls_to("start-handoff");
+        assert_eq!(
+            starts[0]["handoff"],
+            json!({"text_chat": {"zendesk_integration": {"queue": "billing"}}})
+        );
+
+        for bad in ["five9", "Zendesk", "zendesk_integration_x"] {
+            let (status, answer) = post_json(
+                &router,
+                "/api/sessions",
+                json!({ "display_name": "Ada", "provider": bad }),
+            )
+            .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+            assert_eq!(answer["error"]["code"], "invalid_request");
+        }
+        // Only the valid session was created.
+        assert_eq!(state.inner.sessions.count(), 1);
     }
 
     #[tokio::test]

@@ -52,6 +52,8 @@ pub struct SessionView {
     pub session_id: String,
     pub user_id: String,
     pub display_name: String,
+    /// The integration this conversation hands off to, if not the default.
+    pub provider: Option<&'static str>,
     pub handed_off: bool,
     pub ended: bool,
     /// start-handoff's result once the handoff was opened.
@@ -75,6 +77,7 @@ pub struct Session {
 struct SessionState {
     user_id: String,
     display_name: String,
+    provider: Option<&'static str>,
     transcript: Vec<TranscriptEntry>,
     handoff: Option<Value>,
     ended: bool,
@@ -90,6 +93,7 @@ impl Session {
             state: Mutex::new(SessionState {
                 user_id,
                 display_name,
+                provider: None,
                 transcript: Vec::new(),
                 handoff: None,
                 ended: false,
@@ -110,6 +114,14 @@ impl Session {
 
     pub fn display_name(&self) -> String {
         self.state().display_name.clone()
+    }
+
+    pub fn provider(&self) -> Option<&'static str> {
+        self.state().provider
+    }
+
+    pub fn set_provider(&self, provider: &'static str) {
+        self.state().provider = Some(provider);
     }
 
     pub fn push_transcript(&self, role: Role, text: &str) -> TranscriptEntry {
@@ -172,6 +184,7 @@ impl Session {
             session_id: self.id.clone(),
             user_id: state.user_id.clone(),
             display_name: state.display_name.clone(),
+            provider: state.provider,
             handed_off: state.handoff.is_some(),
             ended: state.ended,
             handoff: state.handoff.clone(),
@@ -197,6 +210,11 @@ impl Sessions {
         let session = Arc::new(Session::new(id.clone(), display_name));
         self.by_id().insert(id, Arc::clone(&session));
         session
+    }
+
+    #[cfg(test)]
+    pub fn count(&self) -> usize {
+        self.by_id().len()
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Session>> {

@@ -93,6 +93,15 @@ pub enum Platform {
 }
 
 impl Platform {
+    pub const ALL: [Platform; 6] = [
+        Self::Genesys,
+        Self::AmazonConnect,
+        Self::Zendesk,
+        Self::Salesforce,
+        Self::Nice,
+        Self::Webex,
+    ];
+
     pub fn integration_key(self) -> &'static str {
         match self {
             Self::Genesys => "genesys_integration",
