@@ -1,10 +1,10 @@
 //! Lambda glue: an SNS event or an HTTP API request in, status and JSON out.
 
+use handoff_common::http_event::proxy_response;
 use handoff_common::service::inbound::{
     classify_payload, handle_stream_event, handle_webhook, HttpWebhook, InboundPayload,
     WebhookResponse,
 };
-use handoff_common::http_event::proxy_response;
 use handoff_common::service::Deps;
 use lambda_http::Error;
 use serde_json::{json, Value};
