@@ -194,7 +194,8 @@ async fn handoff_api_refuses_wrong_keys_methods_and_other_tenants() {
 fn metric_lines(metric: &str, tenant: &str) -> Vec<Value> {
     stack_log()
         .lines()
-        .filter(|l| l.starts_with("{\"_aws\""))
+        .filter(|l| l.contains("\"_aws\""))
+        .filter_map(|l| l.find('{').map(|i| &l[i..]))
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|v| v.get(metric).is_some() && v["tenant"] == tenant)
         .collect()

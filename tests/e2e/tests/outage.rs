@@ -114,6 +114,12 @@ async fn messages_queue_through_an_outage_and_arrive_once_in_order(p: Platform) 
         "{after}"
     );
     let conv = wait_texts(&t, &cid, 6, Instant::now() + DRAIN_GRACE).await;
+    println!(
+        "outage {} {:.0} s: queue drained {} ms after the platform came back",
+        p.integration_key(),
+        window.as_secs_f64(),
+        back_at.elapsed().as_millis()
+    );
     assert_eq!(
         ours(&conv),
         vec![
@@ -210,6 +216,12 @@ async fn a_handoff_opened_after_a_short_outage_opens_once(p: Platform) {
         .as_str()
         .unwrap()
         .to_owned();
+    println!(
+        "outage {} {:.0} s: handoff opened {} ms after the platform came back",
+        p.integration_key(),
+        window.as_secs_f64(),
+        back_at.elapsed().as_millis()
+    );
     let conv = wait_texts(&t, &cid, 2, Instant::now() + DRAIN_GRACE).await;
     assert_eq!(ours(&conv), vec!["msg 1 pending", "msg 2 pending"]);
     let last = t.start(&session).await;

@@ -38,7 +38,7 @@ pub mod webhook;
 use serde_json::{json, Map, Value};
 
 use crate::domain::IntegrationKey;
-use crate::error::Result;
+use crate::error::{HandoffError, Result};
 use crate::providers::{
     handoff_summary, Capabilities, Provider, ProviderCtx, ProviderEvent, StartInput, StartOutcome,
     WebhookRejection, WebhookRequest,
@@ -219,7 +219,12 @@ impl Provider for Zendesk {
     async fn check(&self, ctx: &ProviderCtx<'_>) -> Result<String> {
         let api = SunshineApi::new(ctx)?;
         // A read: lists the conversations of a user id no session ever has.
-        api.find_conversation("relay:config-check").await?;
+        // "user not found" is an authenticated answer, so the key works.
+        match api.find_conversation("relay:config-check").await {
+            Ok(_) => {}
+            Err(HandoffError::ProviderRejected(m)) if m.contains("user_not_found") => {}
+            Err(e) => return Err(e),
+        }
         Ok(format!(
             "Sunshine Conversations API answered at {}",
             api.creds.base()?
