@@ -138,7 +138,7 @@ pub fn identity_token(
         ));
     };
     let key =
-        ring::signature::RsaKeyPair::from_pkcs8(&pem_der(pem.expose_secret())?).map_err(|_| {
+        aws_lc_rs::signature::RsaKeyPair::from_pkcs8(&pem_der(pem.expose_secret())?).map_err(|_| {
             HandoffError::NotConfigured("salesforce identity key is not an RSA PKCS#8 key".into())
         })?;
     let mut header = json!({"alg": "RS256", "typ": "JWT"});
@@ -155,10 +155,10 @@ pub fn identity_token(
         URL_SAFE_NO_PAD.encode(header.to_string()),
         URL_SAFE_NO_PAD.encode(claims.to_string())
     );
-    let mut sig = vec![0u8; key.public().modulus_len()];
+    let mut sig = vec![0u8; key.public_modulus_len()];
     key.sign(
-        &ring::signature::RSA_PKCS1_SHA256,
-        &ring::rand::SystemRandom::new(),
+        &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+        &aws_lc_rs::rand::SystemRandom::new(),
         signing_input.as_bytes(),
         &mut sig,
     )

@@ -131,9 +131,9 @@ fn verify_identity(token: &str) -> Option<Value> {
     let n = URL_SAFE_NO_PAD.decode(key["n"].as_str()?).ok()?;
     let e = URL_SAFE_NO_PAD.decode(key["e"].as_str()?).ok()?;
     let (input, sig) = token.rsplit_once('.')?;
-    ring::signature::RsaPublicKeyComponents { n, e }
+    aws_lc_rs::signature::RsaPublicKeyComponents { n, e }
         .verify(
-            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+            &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256,
             input.as_bytes(),
             &URL_SAFE_NO_PAD.decode(sig).ok()?,
         )
