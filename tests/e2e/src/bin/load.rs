@@ -6,12 +6,23 @@
 //! client event reaches the runtime), and the rate achieved. Bounded in count
 //! and time; loopback only. Run with the stack up (see bench/run.sh).
 //!
-//! `load RATE_PER_SEC SECONDS SESSIONS`
+//! `load RATE_PER_SEC SECONDS SESSIONS` — one fixed-rate run.
+//! `load sweep FROM STEP SECONDS SESSIONS` — raises the rate by STEP until a
+//! direction's p99 exceeds 100 ms (or messages fail), and prints the highest
+//! rate that stayed under it.
+//!
+//! Nothing waits per message: sends are fire-and-record, arrivals are stamped
+//! by the receiver, and latencies are matched up by text afterwards, so the
+//! generator itself stays cheap at hundreds of messages a second.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use e2e::{session_id, Platform, TestTenant};
 use serde_json::json;
+
+const P99_LIMIT_MS: f64 = 100.0;
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -20,28 +31,57 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-#[tokio::main]
-async fn main() {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let rate = *args.first().unwrap_or(&50);
-    let secs = *args.get(1).unwrap_or(&10);
-    let sessions = *args.get(2).unwrap_or(&10) as usize;
-    let t = std::sync::Arc::new(TestTenant::on(Platform::Genesys, "live").await);
+struct RunResult {
+    rate: u64,
+    achieved: f64,
+    failed: usize,
+    /// Sorted latencies (ms): [user -> provider, provider -> widget].
+    lat: [Vec<f64>; 2],
+}
+
+impl RunResult {
+    fn p99_max(&self) -> f64 {
+        self.lat.iter().map(|l| pct(l, 0.99)).fold(0.0, |a, b| {
+            if b.is_nan() {
+                f64::INFINITY
+            } else {
+                a.max(b)
+            }
+        })
+    }
+
+    fn row(&self) -> String {
+        format!(
+            "| {} msg/s | {:.1} msg/s | {:.1} / {:.1} ms | {:.1} / {:.1} ms | {} |",
+            self.rate,
+            self.achieved,
+            pct(&self.lat[0], 0.5),
+            pct(&self.lat[0], 0.99),
+            pct(&self.lat[1], 0.5),
+            pct(&self.lat[1], 0.99),
+            self.failed
+        )
+    }
+}
+
+async fn open_sessions(t: &TestTenant, n: usize) -> Vec<(String, String)> {
     let mut live = Vec::new();
-    for _ in 0..sessions {
+    for _ in 0..n {
         let s = session_id();
         let started = t.start(&s).await;
         let cid = started["provider_conversation_id"]
             .as_str()
-            .unwrap()
+            .expect("handoff opened")
             .to_owned();
         t.agent(&cid, "accept", json!({"agent_name": "Sam"})).await;
         t.wait_event(&s, "LIVE_AGENT_JOINED", |_| true).await;
         live.push((s, cid));
     }
+    live
+}
+
+async fn run(t: &Arc<TestTenant>, live: &[(String, String)], rate: u64, secs: u64) -> RunResult {
+    let run_tag: Arc<str> = session_id()[..8].into();
     let total = rate * secs;
     let gap = Duration::from_secs_f64(1.0 / rate as f64);
     let began = Instant::now();
@@ -51,68 +91,117 @@ async fn main() {
         tokio::time::sleep_until(due.into()).await;
         let (s, cid) = live[i as usize % live.len()].clone();
         let t = t.clone();
+        let text = format!("load {run_tag} {i}");
+        let run_tag = run_tag.clone();
         tasks.spawn(async move {
+            let sent = Instant::now();
             if i % 2 == 0 {
-                // user -> provider
-                let sent = Instant::now();
-                let r = t
-                    .send(&s, &format!("load-{i}"), &format!("load message {i}"))
-                    .await;
+                let r = t.send(&s, &format!("load-{run_tag}-{i}"), &text).await;
+                let ok = r["status"] == "sent";
                 (
                     0,
-                    sent.elapsed().as_secs_f64() * 1000.0,
-                    r["status"] == "sent",
+                    text,
+                    sent,
+                    Some(sent.elapsed().as_secs_f64() * 1000.0),
+                    ok,
                 )
             } else {
-                // provider -> widget
-                let sent = Instant::now();
-                let text = format!("agent load {i}");
                 t.agent(&cid, "messages", json!({"text": text})).await;
-                let ev = tokio::time::timeout(
-                    Duration::from_secs(30),
-                    t.wait_event(&s, "LIVE_AGENT_MESSAGE", |e| {
-                        e.data["text"] == text.as_str()
-                    }),
-                )
-                .await;
-                // Measured to the receiver's arrival time, not to our polling.
-                let r = t.received.lock().unwrap();
-                let arrived = r
-                    .deliveries
-                    .iter()
-                    .zip(&r.arrived)
-                    .find(|(e, _)| e.data["text"] == text.as_str())
-                    .map(|(_, at)| at.duration_since(sent).as_secs_f64() * 1000.0);
-                (
-                    1,
-                    arrived.unwrap_or(f64::NAN),
-                    ev.is_ok() && arrived.is_some(),
-                )
+                (1, text, sent, None, true)
             }
         });
     }
     let mut lat = [Vec::new(), Vec::new()];
     let mut failed = 0;
+    let mut agent_sent: HashMap<String, Instant> = HashMap::new();
     while let Some(r) = tasks.join_next().await {
-        let (dir, ms, ok) = r.unwrap();
-        if ok {
-            lat[dir].push(ms)
-        } else {
-            failed += 1
+        match r.expect("load task") {
+            (0, _, _, Some(ms), true) => lat[0].push(ms),
+            (1, text, sent, _, true) => {
+                agent_sent.insert(text, sent);
+            }
+            _ => failed += 1,
         }
     }
     let elapsed = began.elapsed().as_secs_f64();
+    // Agent messages: wait (bounded) until every one has reached the runtime.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let arrived: HashMap<String, Instant> = loop {
+        let arrived: HashMap<String, Instant> = {
+            let r = t.received.lock().unwrap();
+            r.deliveries
+                .iter()
+                .zip(&r.arrived)
+                .filter_map(|(e, at)| {
+                    let text = e.data["text"].as_str()?;
+                    agent_sent
+                        .contains_key(text)
+                        .then(|| (text.to_owned(), *at))
+                })
+                .collect()
+        };
+        if arrived.len() == agent_sent.len() || Instant::now() > deadline {
+            break arrived;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for (text, sent) in &agent_sent {
+        match arrived.get(text) {
+            Some(at) => lat[1].push(at.duration_since(*sent).as_secs_f64() * 1000.0),
+            None => failed += 1,
+        }
+    }
     for l in &mut lat {
         l.sort_by(|a, b| a.partial_cmp(b).unwrap());
     }
-    println!("offered {rate} msg/s for {secs} s over {sessions} sessions: {total} messages, {failed} failed, achieved {:.1} msg/s", total as f64 / elapsed);
-    println!("| direction | n | p50 (ms) | p99 (ms) |\n|---|---|---|---|");
-    for (name, l) in ["user -> provider", "provider -> widget"].iter().zip(&lat) {
+    RunResult {
+        rate,
+        achieved: total as f64 / elapsed,
+        failed,
+        lat,
+    }
+}
+
+const HEADER: &str = "| offered | achieved | user -> provider p50 / p99 | provider -> widget p50 / p99 | failed |\n|---|---|---|---|---|";
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let sweep = args.first().map(String::as_str) == Some("sweep");
+    let nums: Vec<u64> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    let n = |i: usize, d: u64| *nums.get(i).unwrap_or(&d);
+    let t = Arc::new(TestTenant::on(Platform::Genesys, "live").await);
+    if !sweep {
+        let (rate, secs, sessions) = (n(0, 50), n(1, 10), n(2, 10) as usize);
+        let live = open_sessions(&t, sessions).await;
+        let r = run(&t, &live, rate, secs).await;
         println!(
-            "| {name} | {} | {:.1} | {:.1} |",
-            l.len(),
-            pct(l, 0.5),
-            pct(l, 0.99)
+            "offered {rate} msg/s for {secs} s over {sessions} sessions: {} messages, {} failed",
+            rate * secs,
+            r.failed
         );
+        println!("{HEADER}\n{}", r.row());
+        return;
+    }
+    let (from, step, secs, sessions) = (n(0, 100), n(1, 50), n(2, 15), n(3, 20) as usize);
+    let live = open_sessions(&t, sessions).await;
+    println!("sweep: {secs} s per step over {sessions} sessions; stops when a p99 exceeds {P99_LIMIT_MS} ms");
+    println!("{HEADER}");
+    let mut best = None;
+    let mut rate = from;
+    loop {
+        let r = run(&t, &live, rate, secs).await;
+        println!("{}", r.row());
+        if r.failed > 0 || r.p99_max() > P99_LIMIT_MS || r.achieved < rate as f64 * 0.95 {
+            break;
+        }
+        best = Some(rate);
+        rate += step;
+        // Let queues drain between steps.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    match best {
+        Some(b) => println!("maximum sustained rate with p99 <= {P99_LIMIT_MS} ms: {b} msg/s"),
+        None => println!("p99 exceeded {P99_LIMIT_MS} ms already at {from} msg/s"),
     }
 }

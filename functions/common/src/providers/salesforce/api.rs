@@ -137,8 +137,8 @@ pub fn identity_token(
             "salesforce verified mode needs an identity key".into(),
         ));
     };
-    let key =
-        aws_lc_rs::signature::RsaKeyPair::from_pkcs8(&pem_der(pem.expose_secret())?).map_err(|_| {
+    let key = aws_lc_rs::signature::RsaKeyPair::from_pkcs8(&pem_der(pem.expose_secret())?)
+        .map_err(|_| {
             HandoffError::NotConfigured("salesforce identity key is not an RSA PKCS#8 key".into())
         })?;
     let mut header = json!({"alg": "RS256", "typ": "JWT"});
