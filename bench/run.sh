@@ -36,6 +36,21 @@ mkdir -p "$out/bin"
 for f in $FUNCTIONS; do cp "$out/lambda/$f/bootstrap" "$out/bin/$f"; done
 python3 "$REPO_ROOT/bench/cold_start.py" --bin-dir "$out/bin" --runs "${BENCH_RUNS:-30}" >"$out/cold_start.md"
 
+log "entropy: first random draw with and without CPU jitter entropy"
+{
+  echo "| AWS-LC build | first 32-byte draw (ms) | later draw (ms) |"
+  echo "|---|---|---|"
+  for mode in default nojitter; do
+    env_flag=(env AWS_LC_SYS_NO_JITTER_ENTROPY=0)
+    [[ $mode == nojitter ]] && env_flag=(env AWS_LC_SYS_NO_JITTER_ENTROPY=1)
+    "${env_flag[@]}" CARGO_TARGET_DIR="$out/entropy-$mode" \
+      cargo build --quiet --release --manifest-path "$REPO_ROOT/bench/entropy-probe/Cargo.toml"
+    printf '| %s | %s\n' "$([[ $mode == nojitter ]] && echo "AWS_LC_SYS_NO_JITTER_ENTROPY=1 (ours)" || echo "jitter entropy (aws-lc-sys default)")" \
+      "$("$out/entropy-$mode/release/entropy-probe" "${BENCH_RUNS:-30}")"
+  done
+} >"$out/entropy.md"
+cat "$out/entropy.md"
+
 log "package sizes"
 {
   echo "| function | bootstrap (MiB) | zip (MiB) | zip (MB) |"
@@ -90,6 +105,14 @@ fi
   echo "## Cold start and memory"
   echo
   cat "$out/cold_start.md"
+  echo
+  echo "## Entropy at cold start (min / median / max over fresh processes)"
+  echo
+  echo "The first TLS handshake of a cold start draws from AWS-LC's generator, which by default"
+  echo "seeds from CPU jitter entropy. \\`.cargo/config.toml\\` sets AWS_LC_SYS_NO_JITTER_ENTROPY=1, so"
+  echo "it seeds from the OS (getrandom) plus RDRAND instead."
+  echo
+  cat "$out/entropy.md"
   echo
   echo "## Package size (cargo lambda build --release --output-format zip)"
   echo

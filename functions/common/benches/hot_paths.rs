@@ -11,12 +11,17 @@ use handoff_common::domain::{ClientEnv, IntegrationKey, SessionId, SessionState,
 use handoff_common::events::{ClientEvent, ClientEventType};
 use handoff_common::providers::amazon_connect::events as connect_events;
 use handoff_common::providers::genesys::{api::GenesysCredentials, webhook as genesys_webhook};
+use handoff_common::providers::nice::{api::NiceCredentials, webhook as nice_webhook};
+use handoff_common::providers::salesforce::events as sf_events;
+use handoff_common::providers::webex::{api::WebexCredentials, webhook as webex_webhook};
 use handoff_common::providers::zendesk::{api::ZendeskCredentials, webhook as zendesk_webhook};
+use handoff_common::providers::WebhookRequest;
 use handoff_common::request::{OutboundRelayRequest, StartHandoffRequest};
 use handoff_common::service::inbound::decide;
 use handoff_common::signature::{hmac_sha256, sign_client_event};
 use handoff_common::store::SessionRecord;
 use serde_json::json;
+use std::collections::HashMap;
 
 /// A 4 KiB message text.
 fn text_4k() -> String {
@@ -93,6 +98,92 @@ fn webhooks(c: &mut Criterion) {
             black_box(decide(&s, &ev.kind, true))
         })
     });
+
+    // NICE CXone BYOC: our own bearer token on the outbound callback.
+    let ncreds: NiceCredentials = serde_json::from_value(json!({"brand_id": 1,
+        "channel_id": "chat_bench", "client_id": "c", "client_secret": "s", "access_key_id": "a",
+        "access_key_secret": "s", "byoc_client_id": "byoc-bench", "byoc_client_secret": "byoc-secret-0123456789"}))
+    .unwrap();
+    let now = 1_795_428_062;
+    let nheaders = HashMap::from([(
+        "authorization".to_owned(),
+        format!("Bearer {}", nice_webhook::mint_token(&ncreds, now)),
+    )]);
+    let nbody = serde_json::to_vec(
+        &json!({"brand": {"id": 1}, "thread": {"idOnExternalPlatform": "conv-8f2c"},
+        "messageContent": {"type": "TEXT", "payload": {"text": text}},
+        "authorUser": {"id": 55, "firstName": "Sam", "surname": "Lee", "nickname": "Sam"},
+        "createdAtWithMilliseconds": "2026-11-23T10:01:02.123Z"}),
+    )
+    .unwrap();
+    group.bench_function("nice (BYOC outbound)", |b| {
+        b.iter(|| {
+            let req = WebhookRequest {
+                headers: &nheaders,
+                body: black_box(&nbody),
+                rest_path: "/2.0/channel/chat_bench/outbound",
+            };
+            nice_webhook::authenticate(&ncreds, &req, now).unwrap();
+            let ev = nice_webhook::parse(&req).unwrap();
+            black_box(decide(&s, &ev[0].kind, true))
+        })
+    });
+
+    // Webex Contact Center: hex HMAC-SHA256 plus the V2 timestamp check.
+    let wsecret = "webex-webhook-secret-0123456789";
+    let wcreds: WebexCredentials = serde_json::from_value(json!({"client_id": "c",
+        "client_secret": "s", "refresh_token": "r", "org_id": "o", "api_base_url": "http://x",
+        "business_address": "b", "channel_name": "ch", "webhook_secret": wsecret}))
+    .unwrap();
+    let wts: i64 = 1_795_428_062_000;
+    let wbody = serde_json::to_vec(&json!({"id": "ev-1", "specversion": "1.0",
+        "type": "task-message:appended", "source": "/com/cisco/wxcc/asset-1", "comciscoorgid": "o",
+        "comciscotimestamp": wts, "datacontenttype": "application/json",
+        "data": {"taskId": "t-1", "origin": "u-1", "destination": "support@x",
+            "messageDirection": "OUTBOUND", "senderType": "agent", "senderId": "ag-7",
+            "channelType": "customMessaging", "channel": "ch",
+            "channelParams": {"type": "text", "message": {"aliasId": "a-9", "text": text, "timestamp": 1}}}}))
+    .unwrap();
+    let wsig = hex::encode(hmac_sha256(wsecret.as_bytes(), &wbody));
+    let wts_header = wts.to_string();
+    group.bench_function("webex", |b| {
+        b.iter(|| {
+            webex_webhook::authenticate(
+                &wcreds,
+                Some(&wsig),
+                Some(&wts_header),
+                black_box(&wbody),
+                wts,
+            )
+            .unwrap();
+            let ev = webex_webhook::parse(black_box(&wbody)).unwrap();
+            black_box(decide(&s, &ev[0].kind, true))
+        })
+    });
+
+    // Salesforce MIAW: one SSE frame off the authenticated stream (the stream
+    // is ours, so there is no per-event signature).
+    let cid = "5b0f4a2e-8a51-4d2b-9a43-2f1a4e0c7d11";
+    let payload = json!({"entryType": "Message", "id": "e-1", "abstractMessage": {
+        "messageType": "StaticContentMessage", "id": "e-1",
+        "staticContent": {"formatType": "Text", "text": text}}});
+    let sf_data = json!({"channelPlatformKey": "k", "channelType": "embedded_messaging",
+        "conversationId": cid, "conversationEntry": {"identifier": "e-1", "entryType": "Message",
+            "senderDisplayName": "Sam", "sender": {"role": "Agent", "appType": "agent", "subject": "005A"},
+            "entryPayload": payload.to_string(), "clientTimestamp": 1, "transcriptedTimestamp": 2,
+            "relatedRecords": []}})
+    .to_string();
+    group.bench_function("salesforce (SSE frame)", |b| {
+        b.iter(|| {
+            let mut state = sf_events::EntryState::default();
+            match sf_events::parse_sse(cid, "CONVERSATION_MESSAGE", black_box(&sf_data), &mut state)
+            {
+                sf_events::Frame::Events(ev) => black_box(decide(&s, &ev[0].kind, true)),
+                _ => panic!("a message frame"),
+            }
+        })
+    });
+
     group.finish();
 }
 
