@@ -23,9 +23,6 @@ arch_flag=()
 [[ "${BENCH_ARM64:-0}" == 1 ]] && arch_flag=(--arm64)
 cargo lambda build --release --compiler cargo --output-format zip "${arch_flag[@]}" \
   $(for f in $FUNCTIONS; do printf -- '--bin %s ' "$f"; done) >"$out/build.log" 2>&1
-# The same code, unzipped, for the cold-start runs.
-cargo lambda build --release --compiler cargo "${arch_flag[@]}" --lambda-dir "$out/lambda" \
-  $(for f in $FUNCTIONS; do printf -- '--bin %s ' "$f"; done) >>"$out/build.log" 2>&1
 
 log "criterion hot paths"
 cargo bench -p handoff-common --bench hot_paths -- --warm-up-time 1 --measurement-time 3 2>/dev/null \
@@ -33,7 +30,11 @@ cargo bench -p handoff-common --bench hot_paths -- --warm-up-time 1 --measuremen
 
 log "cold start"
 mkdir -p "$out/bin"
-for f in $FUNCTIONS; do cp "$out/lambda/$f/bootstrap" "$out/bin/$f"; done
+# The binaries inside the zips, for the cold-start runs.
+for f in $FUNCTIONS; do
+  unzip -p "$CARGO_TARGET_DIR/lambda/$f/bootstrap.zip" bootstrap >"$out/bin/$f"
+  chmod +x "$out/bin/$f"
+done
 python3 "$REPO_ROOT/bench/cold_start.py" --bin-dir "$out/bin" --runs "${BENCH_RUNS:-30}" >"$out/cold_start.md"
 
 log "entropy: first random draw with and without CPU jitter entropy"
@@ -109,7 +110,7 @@ fi
   echo "## Entropy at cold start (min / median / max over fresh processes)"
   echo
   echo "The first TLS handshake of a cold start draws from AWS-LC's generator, which by default"
-  echo "seeds from CPU jitter entropy. \\`.cargo/config.toml\\` sets AWS_LC_SYS_NO_JITTER_ENTROPY=1, so"
+  echo 'seeds from CPU jitter entropy. `.cargo/config.toml` sets AWS_LC_SYS_NO_JITTER_ENTROPY=1, so'
   echo "it seeds from the OS (getrandom) plus RDRAND instead."
   echo
   cat "$out/entropy.md"
