@@ -1,5 +1,6 @@
 //! Shared crate of the chat handoff relay: domain types, the session store,
 //! credentials, client events and their delivery, and the provider adapters.
+pub mod chaos;
 pub mod config;
 pub mod delivery;
 pub mod domain;

@@ -38,6 +38,10 @@ pub struct Received {
     pub rejected: usize,
     /// Answer 503 to this many pushes (the relay must retry).
     pub fail_next: usize,
+    /// Answer 503 to this share of pushes, at random (the soak's callback faults).
+    pub fail_ratio: f64,
+    /// Pushes answered 503 by `fail_ratio`.
+    pub failed_at_random: usize,
 }
 
 type Shared = Arc<Mutex<Received>>;
@@ -69,6 +73,12 @@ async fn receive(
     }
     if r.fail_next > 0 {
         r.fail_next -= 1;
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    if r.fail_ratio > 0.0
+        && ((uuid::Uuid::new_v4().as_u128() >> 80) as f64 / (1u64 << 48) as f64) < r.fail_ratio
+    {
+        r.failed_at_random += 1;
         return StatusCode::SERVICE_UNAVAILABLE;
     }
     match serde_json::from_slice::<ClientEvent>(&body) {
@@ -194,6 +204,10 @@ pub struct TestTenant {
     pub http: reqwest::Client,
     /// Secret values of this tenant that must never leave Secrets Manager.
     pub canaries: Vec<String>,
+    /// NICE: the client id CXone presents at our token endpoint.
+    pub webhook_client_id: String,
+    /// Amazon Connect: the SNS topic its contact streaming publishes to.
+    pub stream_topic: String,
 }
 
 pub async fn secrets_client() -> aws_sdk_secretsmanager::Client {
@@ -236,9 +250,25 @@ impl TestTenant {
     /// A fresh tenant whose `runtime` secret also holds `extra` (tenant
     /// settings such as `start_retry_secs`).
     pub async fn with_runtime(platform: Platform, client_env: &str, extra: Value) -> Self {
+        let account_id = format!("t{}", random_hex(10));
+        Self::build(platform, account_id, client_env, extra).await
+    }
+
+    /// Another environment of this tenant's account and project, with
+    /// credentials and a simulator integration of its own.
+    pub async fn sibling(&self, client_env: &str) -> Self {
+        Self::build(
+            self.platform,
+            self.account_id.clone(),
+            client_env,
+            json!({}),
+        )
+        .await
+    }
+
+    async fn build(platform: Platform, account_id: String, client_env: &str, extra: Value) -> Self {
         let lambda_url = env("LAMBDA_URL");
         let sim_url = env("SIM_URL");
-        let account_id = format!("t{}", random_hex(10));
         let project_id = "support".to_owned();
         let received: Shared = Arc::default();
         let events_secret = format!("ev-{}", random_hex(24));
@@ -289,6 +319,8 @@ impl TestTenant {
                 );
             }
         };
+        let mut webhook_client_id = String::new();
+        let mut stream_topic = String::new();
         let (scope, integration) = match platform {
             Platform::Genesys => {
                 register(
@@ -313,6 +345,7 @@ impl TestTenant {
                     "arn:aws:sns:us-east-1:123456789012:handoff-{}",
                     random_hex(8)
                 );
+                stream_topic = topic.clone();
                 register(
                     "instances",
                     json!({"instance_id": instance, "contact_flow_ids": [flow]}),
@@ -369,6 +402,7 @@ impl TestTenant {
                 let (key_id, key_secret) = (format!("ak-{}", random_hex(12)), random_hex(24));
                 canaries.push(key_secret.clone());
                 let byoc_client = format!("byoc-{}", random_hex(12));
+                webhook_client_id = byoc_client.clone();
                 register(
                     "integrations",
                     json!({"brand_id": 1234, "channel_id": channel,
@@ -422,6 +456,8 @@ impl TestTenant {
             received,
             http,
             canaries,
+            webhook_client_id,
+            stream_topic,
         }
     }
 
@@ -780,4 +816,222 @@ pub fn stack_log() -> String {
         .unwrap_or_else(|_| format!("{}/.cache/chat-handoff/logs", env("HOME")));
     std::fs::read_to_string(format!("{dir}/lambda.log"))
         .unwrap_or_else(|e| panic!("reading {dir}/lambda.log: {e}"))
+}
+
+/// One HTTP webhook as a platform would send it.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub url: String,
+    /// The credential header (name, value) the platform adds; content type aside.
+    pub credential: Option<(String, String)>,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+impl Platform {
+    /// Whether the platform sends HTTP webhooks at all (Connect streams
+    /// through SNS, Salesforce MIAW through SSE).
+    pub fn has_webhooks(self) -> bool {
+        !matches!(self, Self::AmazonConnect | Self::Salesforce)
+    }
+
+    /// Whether a webhook's credential is computed over its body (an HMAC),
+    /// rather than a key or token that travels beside it.
+    pub fn signs_body(self) -> bool {
+        matches!(self, Self::Genesys | Self::Webex)
+    }
+}
+
+/// A Lambda SNS event carrying one Connect chat item, as SNS delivers it.
+pub fn sns_event(topic_arn: &str, message: &str) -> Value {
+    json!({"Records": [{"EventSource": "aws:sns", "EventVersion": "1.0",
+        "EventSubscriptionArn": format!("{topic_arn}:sub-1"),
+        "Sns": {"Type": "Notification", "MessageId": uuid::Uuid::new_v4().to_string(),
+            "TopicArn": topic_arn, "Subject": null, "Message": message,
+            "Timestamp": "2026-11-23T10:01:02.120Z", "SignatureVersion": "1",
+            "Signature": "c2lnbmF0dXJl", "MessageAttributes": {}}}]})
+}
+
+/// Prints why a bad-input class does not apply to a platform (never silent).
+pub fn not_applicable(platform: Platform, class: &str, why: &str) {
+    println!(
+        "bad input {} {class}: not applicable ({why})",
+        platform.integration_key()
+    );
+}
+
+impl TestTenant {
+    /// The credential header this tenant's platform would put on `body`, made
+    /// with this tenant's webhook secret; `None` where there are no webhooks.
+    pub async fn webhook_credential(&self, body: &[u8]) -> Option<(String, String)> {
+        Some(match self.platform {
+            Platform::Genesys => ("X-Hub-Signature-256".into(), self.sign(body)),
+            Platform::Webex => (
+                "X-WebexCC-Signature".into(),
+                hex::encode(handoff_common::signature::hmac_sha256(
+                    self.webhook_secret.as_bytes(),
+                    body,
+                )),
+            ),
+            Platform::Zendesk => ("X-API-Key".into(), self.webhook_secret.clone()),
+            Platform::Nice => (
+                "Authorization".into(),
+                format!("Bearer {}", self.nice_token().await),
+            ),
+            Platform::AmazonConnect | Platform::Salesforce => return None,
+        })
+    }
+
+    /// A bearer token from our own CXone token endpoint, as CXone gets one.
+    pub async fn nice_token(&self) -> String {
+        let resp = self
+            .http
+            .post(format!("{}/1.0/token", self.webhook_url))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", self.webhook_client_id.as_str()),
+                ("client_secret", self.webhook_secret.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "token: {status} {body}");
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// An agent message webhook for `session` (platform conversation `cid`),
+    /// authenticated as the platform would; `None` where there are no webhooks.
+    pub async fn agent_webhook(
+        &self,
+        session: &str,
+        cid: &str,
+        id: &str,
+        text: &str,
+    ) -> Option<Webhook> {
+        // The agent the widget knows, so the message is not taken for a transfer.
+        let agent_id = self
+            .events(session)
+            .iter()
+            .rev()
+            .find(|e| e.event_type.as_str() == "LIVE_AGENT_JOINED")
+            .and_then(|e| e.data["agent"]["id"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "agent-7".to_owned());
+        let (url, body) = match self.platform {
+            Platform::Genesys => (
+                self.webhook_url.clone(),
+                json!({"id": id, "type": "Text", "text": text, "direction": "Outbound",
+                    "conversationId": cid}),
+            ),
+            Platform::Zendesk => (
+                self.webhook_url.clone(),
+                json!({"app": {"id": self.scope}, "webhook": {"id": "wh-1", "version": "v2"},
+                    "events": [{"id": format!("evt-{id}"), "type": "conversation:message",
+                        "createdAt": "2026-11-23T10:01:02.120Z",
+                        "payload": {"conversation": {"id": cid, "type": "personal"},
+                            "message": {"id": id, "author": {"type": "business", "displayName": "Sam"},
+                                "content": {"type": "text", "text": text},
+                                "source": {"type": "zd:agentWorkspace"},
+                                "metadata": {"__zendesk_msg.agent.id": agent_id}}}}]}),
+            ),
+            Platform::Webex => (
+                self.webhook_url.clone(),
+                json!({"id": format!("ev-{id}"), "specversion": "1.0",
+                    "type": "task-message:appended", "source": "/com/cisco/wxcc/asset-1",
+                    "comciscoorgid": self.integration_id, "datacontenttype": "application/json",
+                    "data": {"taskId": cid, "messageDirection": "OUTBOUND", "senderType": "agent",
+                        "senderId": agent_id, "agentName": "Sam", "channelType": "customMessaging",
+                        "channelParams": {"type": "text",
+                            "message": {"aliasId": id, "text": text, "timestamp": 1}}}}),
+            ),
+            Platform::Nice => (
+                format!("{}/2.0/channel/{}/outbound", self.webhook_url, self.scope),
+                json!({"thread": {"idOnExternalPlatform": session},
+                    "messageContent": {"type": "TEXT", "payload": {"text": text}},
+                    "authorUser": {"id": agent_id, "firstName": "Sam", "surname": "Agent"},
+                    "createdAtWithMilliseconds": format!("2026-11-23T10:01:02.120Z#{id}")}),
+            ),
+            Platform::AmazonConnect | Platform::Salesforce => return None,
+        };
+        let body = serde_json::to_vec(&body).unwrap();
+        Some(Webhook {
+            url,
+            credential: self.webhook_credential(&body).await,
+            content_type: "application/json".into(),
+            body,
+        })
+    }
+
+    /// POSTs a webhook; the answer's status and JSON body.
+    pub async fn post(&self, w: &Webhook) -> (u16, Value) {
+        let mut req = self
+            .http
+            .post(&w.url)
+            .header("content-type", &w.content_type)
+            .body(w.body.clone());
+        if let Some((name, value)) = &w.credential {
+            req = req.header(name, value);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `{account}/{project}/{env}`: the tenant part of table keys and URLs.
+    pub fn tenant_key(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            self.account_id, self.project_id, self.client_env
+        )
+    }
+}
+
+impl TestTenant {
+    /// Starts a handoff; the session id and the platform's conversation id.
+    pub async fn handed_off(&self) -> (String, String) {
+        let session = session_id();
+        let started = self.start(&session).await;
+        assert_eq!(started["status"], "queued", "{started}");
+        let cid = started["provider_conversation_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        (session, cid)
+    }
+
+    /// A handoff an agent has taken, once the widget knows it.
+    pub async fn accepted(&self) -> (String, String) {
+        let (session, cid) = self.handed_off().await;
+        self.agent(&cid, "accept", json!({"agent_name": "Sam"}))
+            .await;
+        if !self.platform.capabilities().agent_joined {
+            self.agent(&cid, "messages", json!({"text": "Hello, Sam here"}))
+                .await;
+        }
+        self.wait_event(&session, "LIVE_AGENT_JOINED", |_| true)
+            .await;
+        (session, cid)
+    }
+
+    /// Customer messages the platform holds for conversation `cid`.
+    pub async fn inbound_texts(&self, cid: &str) -> Vec<String> {
+        let conv = self.conversation_by_id(cid).await.unwrap_or(Value::Null);
+        conv["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["direction"] == "inbound")
+            .filter_map(|m| m["text"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Agent message texts the widget was sent for a session (redeliveries folded).
+    pub fn agent_texts(&self, session: &str) -> Vec<String> {
+        self.events(session)
+            .iter()
+            .filter(|e| e.event_type.as_str() == "LIVE_AGENT_MESSAGE")
+            .filter_map(|e| e.data["text"].as_str().map(str::to_owned))
+            .collect()
+    }
 }

@@ -106,6 +106,15 @@ pub struct ProviderEvent {
     pub kind: ProviderEventKind,
 }
 
+pub const JSON_MEDIA_TYPE: &str = "application/json";
+
+/// Whether a `Content-Type` header value names one of `allowed` (parameters
+/// such as `charset` and letter case ignored).
+pub fn media_type_allowed(allowed: &[&str], content_type: &str) -> bool {
+    let media = content_type.split(';').next().unwrap_or_default().trim();
+    allowed.iter().any(|a| a.eq_ignore_ascii_case(media))
+}
+
 /// A webhook as received: raw bytes, lower-cased header names, path after the tenant.
 pub struct WebhookRequest<'a> {
     pub headers: &'a HashMap<String, String>,
@@ -163,6 +172,13 @@ pub trait Provider: Send + Sync {
         credentials: &SecretJson,
         request: &WebhookRequest<'_>,
     ) -> std::result::Result<(), WebhookRejection>;
+
+    /// Media types this platform sends its webhooks with (lower case, no
+    /// parameters); any other `Content-Type` is refused with 415 before the
+    /// body is read. A request without one goes on to the signature check.
+    fn webhook_media_types(&self, _rest_path: &str) -> &'static [&'static str] {
+        &[JSON_MEDIA_TYPE]
+    }
 
     /// Parses an authenticated webhook into platform events.
     fn parse_webhook(&self, request: &WebhookRequest<'_>) -> Result<Vec<ProviderEvent>>;
@@ -306,5 +322,28 @@ impl Registry {
 
     pub fn keys(&self) -> impl Iterator<Item = IntegrationKey> + '_ {
         self.providers.keys().copied()
+    }
+}
+
+#[cfg(test)]
+mod media_type_tests {
+    use super::*;
+
+    #[test]
+    fn parameters_and_case_are_ignored_other_types_are_not() {
+        let json = [JSON_MEDIA_TYPE];
+        assert!(media_type_allowed(&json, "application/json"));
+        assert!(media_type_allowed(&json, "Application/JSON; charset=utf-8"));
+        assert!(media_type_allowed(
+            &json,
+            " application/json ;charset=UTF-8"
+        ));
+        assert!(!media_type_allowed(&json, "text/plain"));
+        assert!(!media_type_allowed(&json, "application/jsonp"));
+        assert!(!media_type_allowed(
+            &json,
+            "application/x-www-form-urlencoded"
+        ));
+        assert!(!media_type_allowed(&json, ""));
     }
 }

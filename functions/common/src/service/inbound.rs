@@ -10,7 +10,8 @@ use crate::error::{HandoffError, Result};
 use crate::events::{ClientEventType, EndedBy};
 use crate::metrics::{Metric, Record};
 use crate::providers::{
-    AgentInfo, ConversationRef, ProviderEvent, ProviderEventKind, WebhookRequest,
+    media_type_allowed, AgentInfo, ConversationRef, ProviderEvent, ProviderEventKind,
+    WebhookRequest,
 };
 use crate::store::{AppendOutcome, NewEvent, SessionChange, SessionRecord, StoredEvent};
 use crate::time::now_ms;
@@ -395,6 +396,15 @@ async fn verify_and_store(
     let Ok(provider) = deps.provider(key) else {
         return WebhookResponse::error(404, "unknown_integration", "integration not supported");
     };
+    if let Some(ct) = headers.get("content-type") {
+        if !media_type_allowed(provider.webhook_media_types(&rest), ct) {
+            return WebhookResponse::error(
+                415,
+                "unsupported_media_type",
+                "this platform's webhooks are not sent with that Content-Type",
+            );
+        }
+    }
     let credentials = match deps.secrets.integration(&tenant, key).await {
         Ok(c) => c,
         Err(HandoffError::NotConfigured(_)) => {

@@ -61,6 +61,8 @@
 //!   `/channels/{channelId}/outbound`), and the legacy v1 `/1.0/posts/{id}/messages`.
 //! * The OAuth issuer is `https://cxone.{domain}` of the environment (V for
 //!   `niceincontact.com` only); the token endpoint comes from its discovery document.
+//! * [`U_TOKEN_MEDIA_TYPES`]: the token call may be a form [V S5] or JSON [V S6];
+//!   every other callback is JSON. Other types are answered 415.
 
 pub mod api;
 pub mod poll;
@@ -98,6 +100,11 @@ pub const U_CONTEXT_AS_CUSTOM_FIELDS: bool = true;
 pub const U_CUSTOMER_TYPING: bool = true;
 /// [U] how often open contacts are read.
 pub const U_POLL_INTERVAL: Duration = Duration::from_secs(3);
+/// [U] media types of the token call (other callbacks: JSON only).
+pub const U_TOKEN_MEDIA_TYPES: &[&str] = &[
+    "application/x-www-form-urlencoded",
+    crate::providers::JSON_MEDIA_TYPE,
+];
 /// [U] a 4xx on closing an already closed contact = done.
 pub const U_CLOSE_4XX_IS_DONE: bool = true;
 /// Longest custom field value we send (project limit).
@@ -301,6 +308,13 @@ impl Provider for Nice {
             .parse("nice_integration")
             .map_err(|_| WebhookRejection::Unauthenticated("integration not configured"))?;
         webhook::authenticate(&creds, request, now_ms() / 1000)
+    }
+
+    fn webhook_media_types(&self, rest_path: &str) -> &'static [&'static str] {
+        match webhook::route(rest_path) {
+            Some(webhook::Callback::Token) => U_TOKEN_MEDIA_TYPES,
+            _ => &[crate::providers::JSON_MEDIA_TYPE],
+        }
     }
 
     fn parse_webhook(&self, request: &WebhookRequest<'_>) -> Result<Vec<ProviderEvent>> {

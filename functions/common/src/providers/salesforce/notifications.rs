@@ -6,7 +6,8 @@
 //! Each stream reconnects with backoff and resumes with `Last-Event-Id`, so a
 //! drop loses nothing; the id lives only in memory for this hold. A stream
 //! opened without an id (the first of a hold) is followed by a reconcile from
-//! *list entries*, which covers what happened while no stream was held.
+//! *list entries*, which covers what happened while no stream was held; if
+//! that read fails, the stream is opened again rather than read without it.
 //! Entries carry the same dedupe keys on both paths, so repeats are harmless.
 
 use std::collections::{HashMap, HashSet};
@@ -229,7 +230,12 @@ impl Salesforce {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(conversation = %cid, error = %e, "salesforce reconcile failed")
+                    // Reading on without the catch-up would lose what it holds:
+                    // open again (still without an id) and retry it first.
+                    return Ok(StreamEnd::Reconnect {
+                        why: format!("reconcile: {e}"),
+                        connected: false,
+                    });
                 }
             }
         }

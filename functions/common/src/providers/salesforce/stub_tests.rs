@@ -274,6 +274,43 @@ fn agent_message(identifier: &str, text: &str) -> Value {
             "staticContent": {"formatType": "Text", "text": text}}}).to_string()})
 }
 
+/// Holds one anonymous session's stream against the stub until it ends.
+async fn hold_until_ended(base: &str) -> Vec<ProviderEvent> {
+    let sf = Salesforce::new();
+    let tenant = Tenant::new("acme", "support", ClientEnv::Live).unwrap();
+    let credentials = creds(base, "unauthenticated");
+    let http = reqwest::Client::new();
+    let refreshed = Default::default();
+    let ctx = ProviderCtx {
+        tenant: &tenant,
+        credentials: &credentials,
+        http: &http,
+        refreshed: &refreshed,
+    };
+    let (tx, rx) = watch::channel(vec![session(&fake_jwt("anon", i64::MAX / 2))]);
+    let (sink, mut events) = mpsc::channel::<ProviderEvent>(16);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let collect = async {
+        let mut got = Vec::new();
+        while let Some(ev) = events.recv().await {
+            let end = matches!(ev.kind, ProviderEventKind::Ended(_));
+            got.push(ev);
+            if end {
+                drop(tx);
+                break;
+            }
+        }
+        got
+    };
+    let (held, got) = tokio::join!(sf.hold(&ctx, rx, sink, deadline), collect);
+    held.unwrap();
+    assert!(
+        Instant::now() < deadline,
+        "the hold ended with the watch list"
+    );
+    got
+}
+
 #[tokio::test]
 async fn the_stream_resumes_with_last_event_id_after_a_drop() {
     let (base, seen) = stub(Arc::new(|req: &Seen| {
@@ -315,38 +352,7 @@ async fn the_stream_resumes_with_last_event_id_after_a_drop() {
         }
     }))
     .await;
-    let sf = Salesforce::new();
-    let tenant = Tenant::new("acme", "support", ClientEnv::Live).unwrap();
-    let credentials = creds(&base, "unauthenticated");
-    let http = reqwest::Client::new();
-    let refreshed = Default::default();
-    let ctx = ProviderCtx {
-        tenant: &tenant,
-        credentials: &credentials,
-        http: &http,
-        refreshed: &refreshed,
-    };
-    let (tx, rx) = watch::channel(vec![session(&fake_jwt("anon", i64::MAX / 2))]);
-    let (sink, mut events) = mpsc::channel::<ProviderEvent>(16);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let collect = async {
-        let mut got = Vec::new();
-        while let Some(ev) = events.recv().await {
-            let end = matches!(ev.kind, ProviderEventKind::Ended(_));
-            got.push(ev);
-            if end {
-                drop(tx);
-                break;
-            }
-        }
-        got
-    };
-    let (held, got) = tokio::join!(sf.hold(&ctx, rx, sink, deadline), collect);
-    held.unwrap();
-    assert!(
-        Instant::now() < deadline,
-        "the hold ended with the watch list"
-    );
+    let got = hold_until_ended(&base).await;
     let keys: Vec<&str> = got.iter().map(|e| e.dedupe_key.as_str()).collect();
     assert_eq!(
         keys,
@@ -368,5 +374,57 @@ async fn the_stream_resumes_with_last_event_id_after_a_drop() {
         seen.iter().filter(|s| s.path.contains("/entries")).count(),
         1,
         "reconciled once, on the stream opened without an id"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_catch_up_is_retried_before_the_stream_is_read() {
+    let entries_calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let calls = entries_calls.clone();
+    let (base, seen) = stub(Arc::new(move |req: &Seen| {
+        if req.path.contains("/entries") {
+            // The first catch-up read fails every attempt of the retry policy;
+            // the message it holds must still arrive.
+            if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                < crate::http::RetryPolicy::default().attempts
+            {
+                return (503, "application/json", "{}".into());
+            }
+            return (
+                200,
+                "application/json",
+                json!({"conversationEntries": [agent_message("e-0", "sent while no stream was held")]})
+                    .to_string(),
+            );
+        }
+        (
+            200,
+            "text/event-stream",
+            frame(
+                7,
+                "CONVERSATION_SESSION_STATUS_CHANGED",
+                json!({"identifier": "e-9", "entryType": "SessionStatusChanged",
+                "sender": {"role": "System"},
+                "entryPayload": r#"{"sessionStatus":"Ended","sessionEndedByRole":"Agent"}"#}),
+            ),
+        )
+    }))
+    .await;
+    let got = hold_until_ended(&base).await;
+    let keys: Vec<&str> = got.iter().map(|e| e.dedupe_key.as_str()).collect();
+    assert_eq!(
+        keys,
+        vec![format!("entry:{CID}:e-0"), format!("entry:{CID}:e-9")]
+    );
+    let seen = seen.lock().unwrap().clone();
+    let streams: Vec<Option<String>> = seen
+        .iter()
+        .filter(|s| s.path.starts_with("/eventrouter"))
+        .map(|s| s.last_event_id.clone())
+        .collect();
+    assert_eq!(
+        streams,
+        vec![None, None],
+        "reopened without an id after the failed read"
     );
 }

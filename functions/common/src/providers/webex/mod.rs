@@ -52,6 +52,9 @@
 //! * Bad signatures are answered 401 as DESIGN requires, although Cisco's
 //!   sample answers 200 to avoid subscriptions turning `inactive` (W2, W5).
 //! * Route B (Webex Connect flow bridge) is not implemented here.
+//! * [`U_WEBHOOK_MEDIA_TYPES`]: webhooks come as `application/json`; the
+//!   structured CloudEvents type is accepted too, since the envelope is one.
+//!   Anything else is answered 415.
 
 pub mod api;
 pub mod webhook;
@@ -72,6 +75,11 @@ use crate::time::now_ms;
 
 use api::{TokenCache, WebexCredentials, WxccApi};
 
+/// [U] media types of the asset and subscription webhooks.
+pub const U_WEBHOOK_MEDIA_TYPES: &[&str] = &[
+    crate::providers::JSON_MEDIA_TYPE,
+    "application/cloudevents+json",
+];
 /// [U] tasks path version (see module docs).
 pub const U_TASKS_API_VERSION: &str = "v2";
 /// [U] `origin.id` is the session id.
@@ -255,6 +263,10 @@ impl Provider for Webex {
                 .map(String::as_str),
             request.body,
         )
+    }
+
+    fn webhook_media_types(&self, _rest_path: &str) -> &'static [&'static str] {
+        U_WEBHOOK_MEDIA_TYPES
     }
 
     fn parse_webhook(&self, request: &WebhookRequest<'_>) -> Result<Vec<ProviderEvent>> {
