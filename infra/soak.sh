@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Soak with faults (issue 6.1): starts its own local stack with crash
-# injection on (a function process exits after the event log write, before the
-# push, on SOAK_CHAOS_EXIT_RATIO of the chances; default 0.05), runs the soak
+# injection on (an invocation is cut short after the event log write, before
+# the push, or after a message claim, before the send, on SOAK_CHAOS_EXIT_RATIO
+# of the chances; default 0.05; see functions/common/src/chaos.rs), runs the soak
 # driver (tests/e2e/src/bin/soak.rs) and stops everything it started.
 #   infra/soak.sh                      # full size: 1,000 sessions, 10,000 messages
 #   infra/soak.sh --sessions 60 --messages 600 --concurrency 60   # CI size
@@ -24,6 +25,6 @@ set +e
 "$CARGO_TARGET_DIR/debug/soak" "$@" 2>&1 | tee "$LOCAL_DIR/soak-report.txt"
 status=${PIPESTATUS[0]}
 set -e
-crashes=$(grep -c "chaos: exiting the process" "$STACK_LOGS/lambda.log" "$STACK_LOGS/poller.log" 2>/dev/null | awk -F: '{s+=$2} END {print s+0}')
-echo "function processes stopped half way by crash injection: $crashes" | tee -a "$LOCAL_DIR/soak-report.txt"
+crashes=$(grep -c "chaos: invocation cut short" "$STACK_LOGS/lambda.log" "$STACK_LOGS/poller.log" 2>/dev/null | awk -F: '{s+=$2} END {print s+0}')
+echo "invocations cut short by crash injection: $crashes" | tee -a "$LOCAL_DIR/soak-report.txt"
 exit "$status"

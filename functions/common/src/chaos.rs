@@ -1,9 +1,15 @@
 //! Crash injection for the soak test (`infra/soak.sh`). With
-//! `CHAOS_EXIT_AFTER_LOG_RATIO` set to a ratio in (0, 1], a function process
-//! exits at the points where a crash costs most: after client events are in
+//! `CHAOS_EXIT_AFTER_LOG_RATIO` set to a ratio in (0, 1], an invocation is cut
+//! short at the points where a crash costs most: after client events are in
 //! the log but before they are pushed, and after a customer message is
 //! claimed but before it is sent. The soak then proves that retries, leases
 //! and the push sweep lose nothing. Unset (as deployed), it never fires.
+//!
+//! The cut is a panic, not `process::exit`: the Lambda runtime reports it as a
+//! failed invocation and the task's in-memory state (e.g. events a notification
+//! holder had read but not stored) is gone, as after a crash. A process exit
+//! is not survivable under `cargo lambda watch`, which neither restarts the
+//! instance nor answers the request it held, so the local stack would stall.
 
 use std::sync::OnceLock;
 
@@ -44,12 +50,12 @@ fn draw() -> f64 {
     (uuid::Uuid::new_v4().as_u128() >> 80) as f64 / (1u64 << 48) as f64
 }
 
-/// Exits the process at `point` with the configured probability.
-pub fn maybe_exit(point: CrashPoint) {
+/// Cuts the invocation short at `point` with the configured probability.
+pub fn maybe_crash(point: CrashPoint) {
     let r = ratio();
     if r > 0.0 && draw() < r {
-        tracing::warn!(point = point.as_str(), "chaos: exiting the process");
-        std::process::exit(70);
+        tracing::warn!(point = point.as_str(), "chaos: invocation cut short");
+        panic!("chaos: invocation cut short at {}", point.as_str());
     }
 }
 

@@ -57,7 +57,7 @@ impl Deps {
     /// Pushes whatever the session has not delivered yet. Failures are left for
     /// the sweep and never fail the caller: the events are stored.
     pub async fn push_pending(&self, tenant: &Tenant, session: &SessionId, after_seq: u64) {
-        crate::chaos::maybe_exit(crate::chaos::CrashPoint::AfterLogBeforePush);
+        crate::chaos::maybe_crash(crate::chaos::CrashPoint::AfterLogBeforePush);
         if let Err(e) = self
             .pusher
             .push_backlog(&self.store, &self.secrets, tenant, session, after_seq)

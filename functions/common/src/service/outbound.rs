@@ -112,7 +112,7 @@ async fn send_or_queue(
     if claim != MessageClaim::Claimed {
         return known(session, message, claim);
     }
-    crate::chaos::maybe_exit(crate::chaos::CrashPoint::AfterClaimBeforeSend);
+    crate::chaos::maybe_crash(crate::chaos::CrashPoint::AfterClaimBeforeSend);
     let provider = deps.provider(session.provider)?;
     let refreshed = Default::default();
     let sent = with_credentials!(deps, tenant, session.provider, &refreshed, |ctx| {

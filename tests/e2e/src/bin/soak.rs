@@ -503,14 +503,30 @@ async fn main() {
             drops
         })
     });
+    let finished = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let progress = {
+        let (finished, done, total) = (finished.clone(), done.clone(), a.sessions);
+        tokio::spawn(async move {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                let n = finished.load(std::sync::atomic::Ordering::SeqCst);
+                println!(
+                    "progress: {n}/{total} sessions done after {:.0} s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        })
+    };
     let gate = Arc::new(Semaphore::new(a.concurrency));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..a.sessions {
         let t = tenants[i % tenants.len()].clone();
-        let gate = gate.clone();
+        let (gate, finished) = (gate.clone(), finished.clone());
         tasks.spawn(async move {
             let _permit = gate.acquire_owned().await.unwrap();
-            run_session(t, i / Platform::ALL.len(), per_session).await
+            let outcome = run_session(t, i / Platform::ALL.len(), per_session).await;
+            finished.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            outcome
         });
     }
     let mut outcomes = Vec::new();
@@ -524,6 +540,7 @@ async fn main() {
         }
     }
     done.store(true, std::sync::atomic::Ordering::SeqCst);
+    progress.abort();
     let drops = match dropper {
         Some(h) => h.await.map_or("?".to_owned(), |n| n.to_string()),
         None => "off".to_owned(),
