@@ -7,6 +7,8 @@
 #   BENCH_LOAD_SECS   length of the 200 msg/s run (60); 0 skips the stack part
 #   BENCH_SWEEP="FROM STEP SECS"  the max-rate sweep (100 50 15)
 #   BENCH_ARM64=1     build arm64 zips (needs the aarch64 target)
+#   BENCH_REUSE=1     keep the criterion, cold-start and entropy results of the
+#                     previous run (in $CHAT_HANDOFF_HOME/bench) and redo the rest
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../infra/lib.sh"
 cd "$REPO_ROOT"
@@ -24,8 +26,9 @@ arch_flag=()
 cargo lambda build --release --compiler cargo --output-format zip "${arch_flag[@]}" \
   $(for f in $FUNCTIONS; do printf -- '--bin %s ' "$f"; done) >"$out/build.log" 2>&1
 
+reuse() { [[ "${BENCH_REUSE:-0}" == 1 && -s "$out/$1" ]] && log "reusing $out/$1"; }
 log "criterion hot paths"
-cargo bench -p handoff-common --bench hot_paths -- --warm-up-time 1 --measurement-time 3 2>/dev/null \
+reuse criterion.txt || cargo bench -p handoff-common --bench hot_paths -- --warm-up-time 1 --measurement-time 3 2>/dev/null \
   | tee "$out/criterion.txt"
 
 log "cold start"
@@ -35,10 +38,10 @@ for f in $FUNCTIONS; do
   unzip -p "$CARGO_TARGET_DIR/lambda/$f/bootstrap.zip" bootstrap >"$out/bin/$f"
   chmod +x "$out/bin/$f"
 done
-python3 "$REPO_ROOT/bench/cold_start.py" --bin-dir "$out/bin" --runs "${BENCH_RUNS:-30}" >"$out/cold_start.md"
+reuse cold_start.md || python3 "$REPO_ROOT/bench/cold_start.py" --bin-dir "$out/bin" --runs "${BENCH_RUNS:-30}" >"$out/cold_start.md"
 
 log "entropy: first random draw with and without CPU jitter entropy"
-{
+reuse entropy.md || {
   echo "| AWS-LC build | first 32-byte draw (ms) | later draw (ms) |"
   echo "|---|---|---|"
   for mode in default nojitter; do

@@ -28,7 +28,7 @@ start_stack() {
   local profile=debug release_flag=()
   if [[ "${STACK_RELEASE:-0}" == 1 ]]; then
     profile=release release_flag=(--release)
-    cargo build --quiet --release --bin provider-sim
+    (cd "$REPO_ROOT" && cargo build --quiet --release --bin provider-sim)
   fi
   start_bg provider-sim "$STACK_LOGS/simulator.log" "$CARGO_TARGET_DIR/$profile/provider-sim" --listen "127.0.0.1:$sim_port"
 
@@ -56,7 +56,7 @@ start_stack() {
   for f in $FUNCTIONS; do cargo build --quiet "${release_flag[@]}" --bin "$f"; done
   start_bg cargo-lambda-watch "$STACK_LOGS/lambda.log" \
     "$VENV/bin/cargo-lambda" lambda watch "${release_flag[@]}" --ignore-changes --invoke-address 127.0.0.1 \
-    --invoke-port "$lambda_port" --concurrency 16
+    --invoke-port "$lambda_port" --concurrency "${STACK_CONCURRENCY:-16}"
   wait_http "$LAMBDA_URL/2015-03-31/functions/end-session/invocations" 120 any
   # Warm every function once so the first real request does not wait for a start.
   for f in start-handoff outbound-relay end-session; do

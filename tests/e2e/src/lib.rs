@@ -993,6 +993,7 @@ impl TestTenant {
         let session = session_id();
         let started = self.start(&session).await;
         assert_eq!(started["status"], "queued", "{started}");
+        assert_eq!(started["provider"], self.platform.integration_key());
         let cid = started["provider_conversation_id"]
             .as_str()
             .unwrap()
@@ -1009,21 +1010,23 @@ impl TestTenant {
             self.agent(&cid, "messages", json!({"text": "Hello, Sam here"}))
                 .await;
         }
-        self.wait_event(&session, "LIVE_AGENT_JOINED", |_| true)
+        let joined = self
+            .wait_event(&session, "LIVE_AGENT_JOINED", |_| true)
             .await;
+        assert!(
+            joined.data["agent"]["display_name"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("Sam"),
+            "{:?}",
+            joined.data
+        );
         (session, cid)
     }
 
     /// Customer messages the platform holds for conversation `cid`.
     pub async fn inbound_texts(&self, cid: &str) -> Vec<String> {
-        let conv = self.conversation_by_id(cid).await.unwrap_or(Value::Null);
-        conv["messages"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|m| m["direction"] == "inbound")
-            .filter_map(|m| m["text"].as_str().map(str::to_owned))
-            .collect()
+        inbound_texts_of(&self.conversation_by_id(cid).await.unwrap_or(Value::Null))
     }
 
     /// Agent message texts the widget was sent for a session (redeliveries folded).
@@ -1034,4 +1037,15 @@ impl TestTenant {
             .filter_map(|e| e.data["text"].as_str().map(str::to_owned))
             .collect()
     }
+}
+
+/// Customer messages in a simulator's view of a conversation.
+pub fn inbound_texts_of(conv: &Value) -> Vec<String> {
+    conv["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["direction"] == "inbound")
+        .filter_map(|m| m["text"].as_str().map(str::to_owned))
+        .collect()
 }

@@ -5,58 +5,17 @@
 
 use std::time::Duration;
 
-use e2e::{items_text_of_tenant, session_id, stack_log, verdict, Platform, TestTenant};
-use serde_json::{json, Value};
-
-async fn handed_off(t: &TestTenant) -> (String, String) {
-    let session = session_id();
-    let started = t.start(&session).await;
-    assert_eq!(started["status"], "queued", "{started}");
-    assert_eq!(started["provider"], t.platform.integration_key());
-    let cid = started["provider_conversation_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    (session, cid)
-}
-
-/// An agent takes the conversation and the widget learns it: from a join
-/// signal where the platform has one, else from the agent's first message.
-async fn accepted(t: &TestTenant) -> (String, String) {
-    let (session, cid) = handed_off(t).await;
-    t.agent(&cid, "accept", json!({"agent_name": "Sam"})).await;
-    if !t.platform.capabilities().agent_joined {
-        t.agent(&cid, "messages", json!({"text": "Hello, Sam here"}))
-            .await;
-    }
-    let joined = t.wait_event(&session, "LIVE_AGENT_JOINED", |_| true).await;
-    assert!(
-        joined.data["agent"]["display_name"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("Sam"),
-        "{:?}",
-        joined.data
-    );
-    (session, cid)
-}
-
-fn inbound_texts(conv: &Value) -> Vec<String> {
-    conv["messages"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|m| m["direction"] == "inbound")
-        .filter_map(|m| m["text"].as_str().map(str::to_owned))
-        .collect()
-}
+use e2e::{
+    inbound_texts_of, items_text_of_tenant, session_id, stack_log, verdict, Platform, TestTenant,
+};
+use serde_json::json;
 
 async fn conversation_appears_with_transcript_and_context(p: Platform) {
     let t = TestTenant::on(p, "live").await;
-    let (session, cid) = handed_off(&t).await;
+    let (session, cid) = t.handed_off().await;
     let conv = t
         .wait_conversation_id(&cid, "the transcript", |c| {
-            inbound_texts(c)
+            inbound_texts_of(c)
                 .iter()
                 .any(|m| m.contains("Customer: my parcel arrived broken"))
         })
@@ -67,7 +26,7 @@ async fn conversation_appears_with_transcript_and_context(p: Platform) {
         "customer id handed over: {context}"
     );
     assert!(context.contains("refund"), "reason handed over: {context}");
-    assert!(inbound_texts(&conv)
+    assert!(inbound_texts_of(&conv)
         .iter()
         .any(|m| m.contains("Assistant: Sorry to hear that!")));
     let ev = t
@@ -96,7 +55,7 @@ async fn agent_joins_types_and_replies(p: Platform) {
     let t = TestTenant::on(p, "live").await;
     let caps = p.capabilities();
     verdict(p, "agent_joined", caps.agent_joined);
-    let (session, cid) = accepted(&t).await;
+    let (session, cid) = t.accepted().await;
     verdict(p, "agent_typing", caps.agent_typing);
     if caps.agent_typing {
         t.agent(&cid, "typing", json!({})).await;
@@ -127,7 +86,7 @@ async fn agent_joins_types_and_replies(p: Platform) {
 
 async fn customer_messages_and_typing_reach_the_agent_once_in_order(p: Platform) {
     let t = TestTenant::on(p, "live").await;
-    let (session, cid) = accepted(&t).await;
+    let (session, cid) = t.accepted().await;
     let caps = p.capabilities();
     verdict(p, "customer_typing", caps.customer_typing);
     let typing = t
@@ -154,7 +113,7 @@ async fn customer_messages_and_typing_reach_the_agent_once_in_order(p: Platform)
     let reused = t.send(&session, "m-2", "something else").await;
     assert_eq!(reused["error"]["code"], "invalid_request", "{reused}");
     let conv = t.conversation_by_id(&cid).await.unwrap();
-    let texts: Vec<String> = inbound_texts(&conv)
+    let texts: Vec<String> = inbound_texts_of(&conv)
         .into_iter()
         .filter(|m| m.starts_with("message "))
         .collect();
@@ -168,7 +127,7 @@ async fn customer_messages_and_typing_reach_the_agent_once_in_order(p: Platform)
 async fn agent_transfer_is_left_then_joined(p: Platform) {
     let t = TestTenant::on(p, "live").await;
     verdict(p, "agent_left", p.capabilities().agent_left);
-    let (session, cid) = accepted(&t).await;
+    let (session, cid) = t.accepted().await;
     t.agent(&cid, "transfer", json!({"agent_name": "Kim"}))
         .await;
     if !p.capabilities().agent_joined {
@@ -187,7 +146,7 @@ async fn agent_transfer_is_left_then_joined(p: Platform) {
 
 async fn agent_end_closes_the_widget(p: Platform) {
     let t = TestTenant::on(p, "live").await;
-    let (session, cid) = accepted(&t).await;
+    let (session, cid) = t.accepted().await;
     t.agent(&cid, "end", json!({})).await;
     let end = t.wait_event(&session, "SESSION_END", |_| true).await;
     assert_eq!(end.data["ended_by"], "agent");
@@ -209,7 +168,7 @@ async fn agent_end_closes_the_widget(p: Platform) {
 
 async fn user_end_closes_on_the_platform(p: Platform) {
     let t = TestTenant::on(p, "live").await;
-    let (session, cid) = accepted(&t).await;
+    let (session, cid) = t.accepted().await;
     let ended = t.end(&session).await;
     assert_eq!(
         (ended["status"].as_str(), ended["ended_by"].as_str()),
@@ -234,7 +193,7 @@ async fn user_end_closes_on_the_platform(p: Platform) {
 
 async fn platform_faults_are_retried_without_duplicates(p: Platform) {
     let t = TestTenant::on(p, "live").await;
-    let (session, cid) = accepted(&t).await;
+    let (session, cid) = t.accepted().await;
     t.faults(json!({"api_fail_next": {"status": 429, "count": 2}}))
         .await;
     assert_eq!(
@@ -260,7 +219,7 @@ async fn platform_faults_are_retried_without_duplicates(p: Platform) {
         "sent"
     );
     let conv = t.conversation_by_id(&cid).await.unwrap();
-    let texts: Vec<String> = inbound_texts(&conv)
+    let texts: Vec<String> = inbound_texts_of(&conv)
         .into_iter()
         .filter(|m| m.starts_with("after") || m.starts_with("and once"))
         .collect();
@@ -278,7 +237,7 @@ async fn platform_faults_are_retried_without_duplicates(p: Platform) {
 
 async fn duplicate_and_reordered_deliveries_lose_and_duplicate_nothing(p: Platform) {
     let t = TestTenant::on(p, "live").await;
-    let (session, cid) = accepted(&t).await;
+    let (session, cid) = t.accepted().await;
     t.faults(json!({"webhook_duplicate_next": 3, "webhook_out_of_order_next": 1}))
         .await;
     let mut sent = Vec::new();
@@ -308,7 +267,7 @@ async fn duplicate_and_reordered_deliveries_lose_and_duplicate_nothing(p: Platfo
 async fn failed_pushes_are_retried_until_the_runtime_accepts(p: Platform) {
     let t = TestTenant::on(p, "live").await;
     t.received.lock().unwrap().fail_next = 4;
-    let (session, _cid) = accepted(&t).await;
+    let (session, _cid) = t.accepted().await;
     let types = t.types(&session);
     assert_eq!(types[0], "POLY_AGENT_TRIGGERED_HANDOFF");
     assert!(types.contains(&"LIVE_AGENT_JOINED".to_owned()));
@@ -317,7 +276,7 @@ async fn failed_pushes_are_retried_until_the_runtime_accepts(p: Platform) {
 async fn another_tenants_session_is_not_found(p: Platform) {
     let a = TestTenant::on(p, "live").await;
     let b = TestTenant::on(p, "live").await;
-    let (session, _) = handed_off(&a).await;
+    let (session, _) = a.handed_off().await;
     assert_eq!(
         b.send(&session, "m-1", "hello").await["error"]["code"],
         "session_not_found"
@@ -327,7 +286,7 @@ async fn another_tenants_session_is_not_found(p: Platform) {
 
 async fn secrets_never_reach_logs_events_or_the_table(p: Platform) {
     let t = TestTenant::on(p, "live").await;
-    let (session, cid) = accepted(&t).await;
+    let (session, cid) = t.accepted().await;
     assert_eq!(
         t.send(&session, "c-1", "a customer line").await["status"],
         "sent"

@@ -6,30 +6,10 @@ use std::time::Duration;
 use e2e::{items_of_tenant, session_id, TestTenant};
 use serde_json::{json, Value};
 
-async fn handed_off(t: &TestTenant) -> (String, String) {
-    let session = session_id();
-    let started = t.start(&session).await;
-    assert_eq!(started["status"], "queued", "{started}");
-    assert_eq!(started["provider"], "genesys_integration");
-    let cid = started["provider_conversation_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    (session, cid)
-}
-
-async fn accepted(t: &TestTenant) -> (String, String) {
-    let (session, cid) = handed_off(t).await;
-    t.agent(&cid, "accept", json!({"agent_name": "Sam"})).await;
-    let joined = t.wait_event(&session, "LIVE_AGENT_JOINED", |_| true).await;
-    assert_eq!(joined.data["agent"]["display_name"], "Sam");
-    (session, cid)
-}
-
 #[tokio::test]
 async fn conversation_appears_in_agent_desktop_with_transcript_and_context() {
     let t = TestTenant::new("live").await;
-    let (session, cid) = handed_off(&t).await;
+    let (session, cid) = t.handed_off().await;
     let conv = t
         .wait_conversation(&session, "handoff message", |c| {
             !c["messages"].as_array().unwrap().is_empty()
@@ -101,7 +81,7 @@ async fn destination_form_routes_through_tenant_config() {
 #[tokio::test]
 async fn agent_reply_and_typing_reach_the_widget() {
     let t = TestTenant::new("live").await;
-    let (session, cid) = accepted(&t).await;
+    let (session, cid) = t.accepted().await;
     t.agent(&cid, "typing", json!({})).await;
     t.wait_event(&session, "LIVE_AGENT_TYPING", |_| true).await;
     let sent = t
@@ -125,7 +105,7 @@ async fn agent_reply_and_typing_reach_the_widget() {
 #[tokio::test]
 async fn customer_messages_and_typing_reach_the_agent_once_in_order() {
     let t = TestTenant::new("live").await;
-    let (session, _cid) = accepted(&t).await;
+    let (session, _cid) = t.accepted().await;
     let typing = t
         .invoke(
             "outbound-relay",
@@ -173,7 +153,7 @@ async fn customer_messages_and_typing_reach_the_agent_once_in_order() {
 #[tokio::test]
 async fn agent_ending_closes_the_widget_and_later_traffic_is_not_delivered() {
     let t = TestTenant::new("live").await;
-    let (session, cid) = accepted(&t).await;
+    let (session, cid) = t.accepted().await;
     t.agent(&cid, "end", json!({})).await;
     let end = t.wait_event(&session, "SESSION_END", |_| true).await;
     assert_eq!(end.data["ended_by"], "agent");
@@ -199,7 +179,7 @@ async fn agent_ending_closes_the_widget_and_later_traffic_is_not_delivered() {
 #[tokio::test]
 async fn user_ending_disconnects_the_customer_in_genesys() {
     let t = TestTenant::new("live").await;
-    let (session, _cid) = accepted(&t).await;
+    let (session, _cid) = t.accepted().await;
     let ended = t.end(&session).await;
     assert_eq!(ended["status"], "ended", "{ended}");
     assert_eq!(ended["ended_by"], "user");
@@ -224,7 +204,7 @@ async fn user_ending_disconnects_the_customer_in_genesys() {
 #[tokio::test]
 async fn agent_leaving_returns_to_queue_and_a_new_agent_joins() {
     let t = TestTenant::new("live").await;
-    let (session, cid) = accepted(&t).await;
+    let (session, cid) = t.accepted().await;
     t.agent(&cid, "transfer", json!({"agent_name": "Kim"}))
         .await;
     let left = t.wait_event(&session, "LIVE_AGENT_LEFT", |_| true).await;
@@ -238,7 +218,7 @@ async fn agent_leaving_returns_to_queue_and_a_new_agent_joins() {
 #[tokio::test]
 async fn duplicate_and_out_of_order_webhooks_lose_and_duplicate_nothing() {
     let t = TestTenant::new("live").await;
-    let (session, cid) = accepted(&t).await;
+    let (session, cid) = t.accepted().await;
     t.faults(json!({"webhook_duplicate_next": 3, "webhook_out_of_order_next": 1}))
         .await;
     let mut sent = Vec::new();
@@ -271,7 +251,7 @@ async fn duplicate_and_out_of_order_webhooks_lose_and_duplicate_nothing() {
 #[tokio::test]
 async fn platform_429_5xx_and_expired_tokens_are_retried_without_duplicates() {
     let t = TestTenant::new("live").await;
-    let (session, _cid) = accepted(&t).await;
+    let (session, _cid) = t.accepted().await;
     t.faults(json!({"api_fail_next": {"status": 429, "count": 2}, "retry_after_secs": 1}))
         .await;
     assert_eq!(
@@ -307,7 +287,7 @@ async fn platform_429_5xx_and_expired_tokens_are_retried_without_duplicates() {
 #[tokio::test]
 async fn dropped_socket_reconnects_and_missed_joins_are_reconciled() {
     let t = TestTenant::new("live").await;
-    let (session, cid) = handed_off(&t).await;
+    let (session, cid) = t.handed_off().await;
     // Let the poller subscribe, then drop its socket and accept while it is down.
     tokio::time::sleep(Duration::from_secs(2)).await;
     t.faults(json!({"ws_drop_next": true, "lose_next_notification": 1}))
@@ -325,7 +305,7 @@ type BadCase = (&'static str, String, Vec<u8>, Option<String>, u16);
 #[tokio::test]
 async fn bad_webhooks_are_refused_and_write_nothing() {
     let t = TestTenant::new("live").await;
-    let (session, cid) = accepted(&t).await;
+    let (session, cid) = t.accepted().await;
     let tenant_key = format!("{}/{}/{}", t.account_id, t.project_id, t.client_env);
     let before_items = items_of_tenant(&tenant_key).await;
     let before_events = t.events(&session).len();
@@ -440,7 +420,7 @@ async fn bad_webhooks_are_refused_and_write_nothing() {
 async fn another_tenants_session_is_not_found() {
     let a = TestTenant::new("live").await;
     let b = TestTenant::new("live").await;
-    let (session, _) = handed_off(&a).await;
+    let (session, _) = a.handed_off().await;
     let r = b.send(&session, "m-1", "hello").await;
     assert_eq!(r["error"]["code"], "session_not_found", "{r}");
     let r = b.end(&session).await;
@@ -451,7 +431,7 @@ async fn another_tenants_session_is_not_found() {
 async fn failed_pushes_are_retried_until_the_runtime_accepts() {
     let t = TestTenant::new("live").await;
     t.received.lock().unwrap().fail_next = 4;
-    let (session, cid) = handed_off(&t).await;
+    let (session, cid) = t.handed_off().await;
     t.agent(&cid, "accept", json!({"agent_name": "Sam"})).await;
     t.agent(&cid, "messages", json!({"text": "still there?"}))
         .await;

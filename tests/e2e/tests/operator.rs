@@ -48,20 +48,10 @@ async fn get(t: &TestTenant, path: &str, key: Option<&str>) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-async fn started(t: &TestTenant) -> (String, String) {
-    let session = session_id();
-    let s = t.start(&session).await;
-    assert_eq!(s["status"], "queued", "{s}");
-    (
-        session,
-        s["provider_conversation_id"].as_str().unwrap().to_owned(),
-    )
-}
-
 async fn handoff_api_returns_the_context(p: Platform) {
     let t = TestTenant::on(p, "live").await;
     let key = with_api_key(&t).await;
-    let (session, cid) = started(&t).await;
+    let (session, cid) = t.handed_off().await;
     let base = format!("/handoffs/{}", tenant_path(&t));
 
     let (status, by_session) = get(&t, &format!("{base}/sessions/{session}"), Some(&key)).await;
@@ -138,8 +128,8 @@ async fn handoff_api_refuses_wrong_keys_methods_and_other_tenants() {
     let b = TestTenant::on(Platform::Genesys, "live").await;
     let key_a = with_api_key(&a).await;
     let key_b = with_api_key(&b).await;
-    let (session_b, _) = started(&b).await;
-    let (session_a, _) = started(&a).await;
+    let (session_b, _) = b.handed_off().await;
+    let (session_a, _) = a.handed_off().await;
     let path_a = format!("/handoffs/{}/sessions/{session_a}", tenant_path(&a));
 
     assert_eq!(get(&a, &path_a, None).await.0, 401);
@@ -204,7 +194,7 @@ fn metric_lines(metric: &str, tenant: &str) -> Vec<Value> {
 #[tokio::test]
 async fn metrics_are_emitted_in_embedded_metric_format() {
     let t = TestTenant::on(Platform::Genesys, "live").await;
-    let (session, cid) = started(&t).await;
+    let (session, cid) = t.handed_off().await;
     t.agent(&cid, "accept", json!({"agent_name": "Sam"})).await;
     t.wait_event(&session, "LIVE_AGENT_JOINED", |_| true).await;
     for (i, text) in ["one", "two"].iter().enumerate() {

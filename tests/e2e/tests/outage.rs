@@ -58,26 +58,9 @@ async fn wait_texts(t: &TestTenant, cid: &str, want: usize, deadline: Instant) -
     }
 }
 
-async fn accepted(t: &TestTenant) -> (String, String) {
-    let session = session_id();
-    let started = t.start(&session).await;
-    assert_eq!(started["status"], "queued", "{started}");
-    let cid = started["provider_conversation_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    t.agent(&cid, "accept", json!({"agent_name": "Sam"})).await;
-    if !t.platform.capabilities().agent_joined {
-        t.agent(&cid, "messages", json!({"text": "Hello, Sam here"}))
-            .await;
-    }
-    t.wait_event(&session, "LIVE_AGENT_JOINED", |_| true).await;
-    (session, cid)
-}
-
 async fn messages_queue_through_an_outage_and_arrive_once_in_order(p: Platform) {
     let t = TestTenant::on(p, "live").await;
-    let (session, cid) = accepted(&t).await;
+    let (session, cid) = t.accepted().await;
     let r = t.send(&session, "m-0", "msg 0 before").await;
     assert_eq!(r["status"], "sent", "{r}");
 
