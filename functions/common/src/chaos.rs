@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 
 pub const CHAOS_ENV: &str = "CHAOS_EXIT_AFTER_LOG_RATIO";
 
-/// Where a process may be stopped.
+/// Where an invocation may be cut short.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CrashPoint {
     AfterLogBeforePush,
@@ -45,8 +45,8 @@ fn ratio() -> f64 {
 }
 
 /// A uniform draw in [0, 1): the top 48 bits of a v4 UUID are all random
-/// (its version and variant bits sit lower).
-fn draw() -> f64 {
+/// (its version and variant bits sit lower). Also the soak's callback faults.
+pub fn draw() -> f64 {
     (uuid::Uuid::new_v4().as_u128() >> 80) as f64 / (1u64 << 48) as f64
 }
 

@@ -75,9 +75,7 @@ async fn receive(
         r.fail_next -= 1;
         return StatusCode::SERVICE_UNAVAILABLE;
     }
-    if r.fail_ratio > 0.0
-        && ((uuid::Uuid::new_v4().as_u128() >> 80) as f64 / (1u64 << 48) as f64) < r.fail_ratio
-    {
+    if r.fail_ratio > 0.0 && handoff_common::chaos::draw() < r.fail_ratio {
         r.failed_at_random += 1;
         return StatusCode::SERVICE_UNAVAILABLE;
     }
@@ -467,6 +465,13 @@ impl TestTenant {
 
     /// Direct invoke through cargo lambda watch.
     pub async fn invoke(&self, function: &str, payload: &Value) -> Value {
+        self.try_invoke(function, payload)
+            .await
+            .unwrap_or_else(|e| panic!("{function}: {e}"))
+    }
+
+    /// A direct invoke that may fail (a cut-short invocation answers no JSON).
+    pub async fn try_invoke(&self, function: &str, payload: &Value) -> Result<Value, String> {
         let resp = self
             .http
             .post(format!(
@@ -476,10 +481,10 @@ impl TestTenant {
             .json(payload)
             .send()
             .await
-            .expect("invoke");
-        let text = resp.text().await.unwrap();
-        serde_json::from_str(&text)
-            .unwrap_or_else(|_| panic!("{function} answered non-JSON: {text}"))
+            .map_err(|e| format!("invoke: {e}"))?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| e.to_string())?;
+        serde_json::from_str(&text).map_err(|_| format!("answered non-JSON ({status}): {text}"))
     }
 
     pub fn start_request(&self, session: &str) -> Value {
@@ -833,6 +838,16 @@ impl Platform {
     /// through SNS, Salesforce MIAW through SSE).
     pub fn has_webhooks(self) -> bool {
         !matches!(self, Self::AmazonConnect | Self::Salesforce)
+    }
+
+    /// The fault knob that drops this platform's notification channel once;
+    /// `None` for platforms that hold none (webhooks, SNS, polling).
+    pub fn stream_drop_fault(self) -> Option<Value> {
+        match self {
+            Self::Genesys => Some(json!({"ws_drop_next": true})),
+            Self::Salesforce => Some(json!({"sse_drop_next": 3})),
+            _ => None,
+        }
     }
 
     /// Whether a webhook's credential is computed over its body (an HMAC),

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::{session_id, Platform, TestTenant};
+use e2e::{inbound_texts_of, session_id, Platform, TestTenant};
 use serde_json::{json, Value};
 
 fn outage() -> Duration {
@@ -25,19 +25,9 @@ fn outage() -> Duration {
 /// deferred queue's next due time (at most 30 s) plus a send round.
 const DRAIN_GRACE: Duration = Duration::from_secs(60);
 
-fn inbound_texts(conv: &Value) -> Vec<String> {
-    conv["messages"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|m| m["direction"] == "inbound")
-        .filter_map(|m| m["text"].as_str().map(str::to_owned))
-        .collect()
-}
-
 /// The customer texts of our test that reached the platform, in order.
 fn ours(conv: &Value) -> Vec<String> {
-    inbound_texts(conv)
+    inbound_texts_of(conv)
         .into_iter()
         .filter(|m| m.starts_with("msg "))
         .collect()

@@ -106,23 +106,6 @@ impl Outcome {
     }
 }
 
-/// An invocation that may fail (a crashed function answers no JSON).
-async fn try_invoke(t: &TestTenant, function: &str, payload: &Value) -> Result<Value, String> {
-    let resp = t
-        .http
-        .post(format!(
-            "{}/2015-03-31/functions/{function}/invocations",
-            t.lambda_url
-        ))
-        .json(payload)
-        .send()
-        .await
-        .map_err(|e| format!("invoke: {e}"))?;
-    let status = resp.status();
-    let text = resp.text().await.map_err(|e| e.to_string())?;
-    serde_json::from_str(&text).map_err(|_| format!("{status}: {text}"))
-}
-
 /// An agent action in the simulator, retried while the simulator is busy.
 async fn agent(t: &TestTenant, cid: &str, action: &str, body: Value) -> Result<Value, String> {
     let mut last = String::new();
@@ -165,7 +148,7 @@ async fn until_ok(
     deadline: Instant,
 ) -> Result<Value, String> {
     loop {
-        let answer = try_invoke(t, function, payload).await;
+        let answer = t.try_invoke(function, payload).await;
         match &answer {
             Ok(v) if v.get("error").is_none() && v.get("errorType").is_none() => {
                 return answer;
@@ -393,16 +376,6 @@ async fn set_faults(t: &TestTenant, seed: u64) -> Vec<String> {
     applied
 }
 
-/// The knob that drops this platform's notification channel once.
-fn stream_drop_fault(p: Platform) -> Option<Value> {
-    match p {
-        Platform::Genesys => Some(json!({"ws_drop_next": true})),
-        Platform::Salesforce => Some(json!({"sse_drop_next": 3})),
-        // Webhooks (Zendesk, Webex), SNS (Connect) and polling (NICE) hold no stream.
-        _ => None,
-    }
-}
-
 #[derive(Default)]
 struct Totals {
     sessions: usize,
@@ -474,7 +447,7 @@ async fn main() {
             "faults {}: {}; callback 503 ratio {callback_fail}; stream drops: {}",
             p.integration_key(),
             applied.join(", "),
-            if stream_drop_fault(p).is_some() {
+            if p.stream_drop_fault().is_some() {
                 "yes"
             } else {
                 "no stream"
@@ -492,7 +465,7 @@ async fn main() {
             while !done.load(std::sync::atomic::Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_secs_f64(drop_every)).await;
                 for t in &tenants {
-                    if let Some(mut fault) = stream_drop_fault(t.platform) {
+                    if let Some(mut fault) = t.platform.stream_drop_fault() {
                         fault["integration_id"] = json!(t.scope);
                         let url = format!("{}/sim/{}/faults", t.sim_url, t.platform.sim_prefix());
                         let resp = t.http.post(&url).json(&fault).send().await;
