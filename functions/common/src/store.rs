@@ -608,11 +608,29 @@ impl Store {
         dedupe: Option<(IntegrationKey, &str)>,
         decide: impl Fn(&SessionRecord) -> Result<(Vec<NewEvent>, SessionChange)>,
     ) -> Result<AppendOutcome> {
+        self.append_from(tenant, session, None, dedupe, decide)
+            .await
+    }
+
+    /// [`Store::append`] starting from `read`, a consistent read of the
+    /// session just made by the caller (saves reading it again); a lost race
+    /// reads it afresh as usual.
+    pub async fn append_from(
+        &self,
+        tenant: &Tenant,
+        session: &SessionId,
+        mut read: Option<SessionRecord>,
+        dedupe: Option<(IntegrationKey, &str)>,
+        decide: impl Fn(&SessionRecord) -> Result<(Vec<NewEvent>, SessionChange)>,
+    ) -> Result<AppendOutcome> {
         for _ in 0..MAX_RACE_RETRIES {
-            let current = self
-                .get_session(tenant, session)
-                .await?
-                .ok_or(HandoffError::SessionNotFound)?;
+            let current = match read.take() {
+                Some(r) if r.tenant == *tenant && r.session_id == *session => r,
+                _ => self
+                    .get_session(tenant, session)
+                    .await?
+                    .ok_or(HandoffError::SessionNotFound)?,
+            };
             let (events, change) = decide(&current)?;
             match self.try_append(&current, dedupe, &events, &change).await? {
                 Some(outcome) => return Ok(outcome),

@@ -628,6 +628,18 @@ impl TestTenant {
 
     /// An agent action in the simulator's desktop API.
     pub async fn agent(&self, conversation_id: &str, action: &str, body: Value) -> Value {
+        self.try_agent(conversation_id, action, body)
+            .await
+            .unwrap_or_else(|e| panic!("agent {action}: {e}"))
+    }
+
+    /// An agent action that may fail (the load generator counts failures).
+    pub async fn try_agent(
+        &self,
+        conversation_id: &str,
+        action: &str,
+        body: Value,
+    ) -> Result<Value, String> {
         let resp = self
             .http
             .post(format!(
@@ -638,11 +650,13 @@ impl TestTenant {
             .json(&body)
             .send()
             .await
-            .unwrap();
+            .map_err(|e| e.to_string())?;
         let status = resp.status();
-        let text = resp.text().await.unwrap();
-        assert!(status.is_success(), "agent {action}: {status} {text}");
-        serde_json::from_str(&text).unwrap_or(Value::Null)
+        let text = resp.text().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("{status} {text}"));
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
     pub async fn faults(&self, knobs: Value) {

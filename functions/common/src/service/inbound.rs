@@ -199,11 +199,13 @@ pub async fn apply_event(
             Applied::Duplicate
         });
     };
+    // `session` is a consistent read (find_by_conversation / get_session).
     let outcome = deps
         .store
-        .append(
+        .append_from(
             tenant,
             &session.session_id,
+            Some(session.clone()),
             Some((key, &event.dedupe_key)),
             |current| Ok(decide(current, &event.kind, forward_bot_messages)),
         )
@@ -216,7 +218,7 @@ pub async fn apply_event(
         } => {
             if !events.is_empty() {
                 record_relayed(deps, &after, &events).await;
-                deps.push_pending(tenant, &after.session_id, after.delivered_seq)
+                deps.push_appended(tenant, &after.session_id, after.delivered_seq, &events)
                     .await;
             }
             Ok(Applied::Stored(events.len()))

@@ -56,6 +56,31 @@ impl Deps {
 
     /// Pushes whatever the session has not delivered yet. Failures are left for
     /// the sweep and never fail the caller: the events are stored.
+    /// Pushes events just appended (see [`EventPusher::push_appended`]).
+    pub async fn push_appended(
+        &self,
+        tenant: &Tenant,
+        session: &SessionId,
+        delivered_seq: u64,
+        appended: &[crate::store::StoredEvent],
+    ) {
+        crate::chaos::maybe_crash(crate::chaos::CrashPoint::AfterLogBeforePush);
+        if let Err(e) = self
+            .pusher
+            .push_appended(
+                &self.store,
+                &self.secrets,
+                tenant,
+                session,
+                delivered_seq,
+                appended,
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "client event push deferred");
+        }
+    }
+
     pub async fn push_pending(&self, tenant: &Tenant, session: &SessionId, after_seq: u64) {
         crate::chaos::maybe_crash(crate::chaos::CrashPoint::AfterLogBeforePush);
         if let Err(e) = self

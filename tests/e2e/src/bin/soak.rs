@@ -7,7 +7,11 @@
 //! Meanwhile the simulators answer 429/5xx, deliver webhooks twice and out
 //! of order, drop notification streams, and the runtime callback fails.
 //!
-//! `soak [--sessions N] [--messages M] [--concurrency C] [--seed S]`
+//! `soak [--sessions N] [--messages M] [--concurrency C] [--in-flight F] [--seed S]`
+//! C sessions run at once; at most F calls (relay invokes, agent actions,
+//! polls) are open at once across all of them (default 48), so 1,000 open
+//! sessions queue for the stack's two cores instead of timing out in
+//! cargo lambda watch's queue.
 //! Fault knobs: `SOAK_API_429_RATIO`, `SOAK_API_5XX_RATIO` (0.1 each),
 //! `SOAK_WEBHOOK_DUPLICATE_RATIO` (0.3), `SOAK_WEBHOOK_REORDER_RATIO` (0.1),
 //! `SOAK_CALLBACK_FAIL_RATIO` (0.1), `SOAK_STREAM_DROP_SECS` (15; 0 = off).
@@ -21,13 +25,42 @@ use e2e::{Platform, TestTenant};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
-/// How long one session may take from start to both ends.
+/// How long one session may take from start to both ends, plus
+/// [`DEADLINE_PER_SESSION`] for each session of the run (they share the cores).
 const SESSION_DEADLINE: Duration = Duration::from_secs(600);
+const DEADLINE_PER_SESSION: Duration = Duration::from_millis(1500);
+
+/// Calls open at once across the run (see the module docs).
+static IN_FLIGHT: std::sync::OnceLock<Semaphore> = std::sync::OnceLock::new();
+
+async fn slot() -> tokio::sync::SemaphorePermit<'static> {
+    IN_FLIGHT
+        .get_or_init(|| Semaphore::new(48))
+        .acquire()
+        .await
+        .expect("never closed")
+}
+
+/// Between two looks at a session's progress; longer with many sessions so
+/// the polls do not crowd out the traffic they wait for.
+static POLL_EVERY: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+
+static RUN_SESSIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn deadline_after_start() -> Duration {
+    SESSION_DEADLINE
+        + DEADLINE_PER_SESSION * RUN_SESSIONS.load(std::sync::atomic::Ordering::SeqCst) as u32
+}
+
+fn poll_every() -> Duration {
+    *POLL_EVERY.get().unwrap_or(&Duration::from_millis(500))
+}
 
 struct Args {
     sessions: usize,
     messages: usize,
     concurrency: usize,
+    in_flight: usize,
     seed: u64,
 }
 
@@ -36,6 +69,7 @@ fn args() -> Args {
         sessions: 1000,
         messages: 10_000,
         concurrency: 1000,
+        in_flight: 48,
         seed: 7,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -43,13 +77,14 @@ fn args() -> Args {
     while i < argv.len() {
         let value = argv.get(i + 1).and_then(|v| v.parse::<u64>().ok());
         let Some(value) = value else {
-            eprintln!("usage: soak [--sessions N] [--messages M] [--concurrency C] [--seed S]");
+            eprintln!("usage: soak [--sessions N] [--messages M] [--concurrency C] [--in-flight F] [--seed S]");
             std::process::exit(2);
         };
         match argv[i].as_str() {
             "--sessions" => a.sessions = value.max(1) as usize,
             "--messages" => a.messages = value as usize,
             "--concurrency" => a.concurrency = value.max(1) as usize,
+            "--in-flight" => a.in_flight = value.max(1) as usize,
             "--seed" => a.seed = value,
             other => {
                 eprintln!("unknown option {other}");
@@ -110,6 +145,7 @@ impl Outcome {
 async fn agent(t: &TestTenant, cid: &str, action: &str, body: Value) -> Result<Value, String> {
     let mut last = String::new();
     for attempt in 0..20u64 {
+        let _slot = slot().await;
         let resp = t
             .http
             .post(format!(
@@ -127,6 +163,7 @@ async fn agent(t: &TestTenant, cid: &str, action: &str, body: Value) -> Result<V
             Ok(r) => last = format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
             Err(e) => last = e.to_string(),
         }
+        drop(_slot);
         tokio::time::sleep(Duration::from_millis(250 * (attempt + 1))).await;
     }
     Err(format!("agent {action}: {last}"))
@@ -148,7 +185,10 @@ async fn until_ok(
     deadline: Instant,
 ) -> Result<Value, String> {
     loop {
-        let answer = t.try_invoke(function, payload).await;
+        let answer = {
+            let _slot = slot().await;
+            t.try_invoke(function, payload).await
+        };
         match &answer {
             Ok(v) if v.get("error").is_none() && v.get("errorType").is_none() => {
                 return answer;
@@ -237,7 +277,7 @@ async fn drive(
     messages: usize,
     out: &mut Outcome,
 ) -> Result<(), String> {
-    let deadline = Instant::now() + SESSION_DEADLINE;
+    let deadline = Instant::now() + deadline_after_start();
     let session = e2e::session_id();
     // A handoff the platform could not open yet is retried by the poller:
     // asking again (same session id) answers its state.
@@ -280,20 +320,26 @@ async fn drive(
     let last_sent = Instant::now();
     // Wait for both directions to arrive (or the deadline).
     let (platform_texts, widget_texts) = loop {
-        let platform = t.inbound_texts(&cid).await;
+        let platform = {
+            let _slot = slot().await;
+            t.inbound_texts(&cid).await
+        };
         let (widget, ..) = widget_view(t, &session);
         let done = tally(&customer, &platform).0 == customer.len()
             && tally(&agent_sent, &widget).0 == agent_sent.len();
         if done || Instant::now() > deadline {
             break (platform, widget);
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(poll_every()).await;
     };
     out.drain_secs = last_sent.elapsed().as_secs_f64();
     // Settle, so late duplicates are counted too.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let platform_texts = {
-        let later = t.inbound_texts(&cid).await;
+        let later = {
+            let _slot = slot().await;
+            t.inbound_texts(&cid).await
+        };
         if later.len() >= platform_texts.len() {
             later
         } else {
@@ -334,7 +380,10 @@ async fn drive(
     }
     loop {
         let (_, gaps, conflicts, ended) = widget_view(t, &session);
-        let conv = t.conversation_by_id(&cid).await.unwrap_or(Value::Null);
+        let conv = {
+            let _slot = slot().await;
+            t.conversation_by_id(&cid).await.unwrap_or(Value::Null)
+        };
         // Customer side gone (user end), or the agent ended it there.
         let platform_ended = conv["customer_connected"] == false || index % 2 == 1;
         if (ended && platform_ended) || Instant::now() > deadline {
@@ -344,7 +393,7 @@ async fn drive(
             out.seq_conflicts = conflicts;
             break;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(poll_every()).await;
     }
     Ok(())
 }
@@ -430,11 +479,17 @@ impl Totals {
 async fn main() {
     let a = args();
     let per_session = (a.messages / a.sessions).max(2);
+    IN_FLIGHT.get_or_init(|| Semaphore::new(a.in_flight));
+    POLL_EVERY.get_or_init(|| {
+        Duration::from_millis((500 * (a.concurrency as u64 / 100)).clamp(500, 5000))
+    });
+    RUN_SESSIONS.store(a.sessions, std::sync::atomic::Ordering::SeqCst);
     println!(
-        "soak: {} sessions x {per_session} messages over {} platforms, concurrency {}, seed {}",
+        "soak: {} sessions x {per_session} messages over {} platforms, concurrency {}, calls in flight {}, seed {}",
         a.sessions,
         Platform::ALL.len(),
         a.concurrency,
+        a.in_flight,
         a.seed
     );
     let callback_fail = knob("SOAK_CALLBACK_FAIL_RATIO", 0.1);
