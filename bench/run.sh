@@ -5,7 +5,7 @@
 # (release builds under cargo lambda watch). Numbers are printed, never asserted.
 #   BENCH_RUNS        cold-start runs per function (30)
 #   BENCH_LOAD_SECS   length of the 200 msg/s run (60); 0 skips the stack part
-#   BENCH_SWEEP="FROM STEP SECS"  the max-rate sweep (100 50 15)
+#                     (bench/load.sh, which takes BENCH_SWEEP and BENCH_LOAD_PROFILE)
 #   BENCH_ARM64=1     build arm64 zips (needs the aarch64 target)
 #   BENCH_REUSE=1     keep the criterion, cold-start and entropy results of the
 #                     previous run (in $CHAT_HANDOFF_HOME/bench) and redo the rest
@@ -67,29 +67,10 @@ log "package sizes"
 } >"$out/sizes.md"
 cat "$out/sizes.md"
 
-load_secs=${BENCH_LOAD_SECS:-60}
 : >"$out/load.md"
-if (( load_secs > 0 )); then
-  log "latency and throughput on the local stack (release builds)"
-  source "$REPO_ROOT/infra/stack.sh"
-  trap stop_all EXIT INT TERM
-  cargo build --quiet --workspace --bins
-  export STACK_LOGS="$out/stack-logs" STACK_RELEASE=1 RUST_LOG=warn METRICS=off
-  rm -rf "$STACK_LOGS"
-  start_stack
-  load="$CARGO_TARGET_DIR/debug/load"
-  {
-    echo "200 msg/s sustained for $load_secs s, 20 Genesys sessions, half each direction:"
-    echo
-    "$load" 200 "$load_secs" 20
-    echo
-    read -r from step secs <<<"${BENCH_SWEEP:-100 50 15}"
-    echo "Maximum rate (steps of $step msg/s from $from, $secs s each):"
-    echo
-    "$load" sweep "$from" "$step" "$secs" 20
-  } | tee "$out/load.md"
-  stop_all
-  trap - EXIT INT TERM
+if (( ${BENCH_LOAD_SECS:-60} > 0 )); then
+  log "latency and throughput on the local stack (bench/load.sh)"
+  BENCH_FROM_RUN=1 bash "$REPO_ROOT/bench/load.sh"
 fi
 
 {
@@ -123,12 +104,6 @@ fi
   cat "$out/sizes.md"
   echo
   echo "## End to end on the local stack"
-  echo
-  echo "Release builds of the functions and the simulator under cargo lambda watch, DynamoDB Local"
-  echo "and moto, all on the same cores as the load generator. Latency is what the relay adds"
-  echo "around the platform: user -> provider is the outbound-relay invoke until the simulator has"
-  echo "the message; provider -> widget is the simulator's agent send until the signed client event"
-  echo "reaches the runtime endpoint (webhook, DynamoDB writes, push)."
   echo
   cat "$out/load.md"
 } >"$report"

@@ -5,7 +5,8 @@
 #   loop that invokes the scheduled notification-poller back to back.
 # STACK_RELEASE=1 runs release builds of the functions and the simulator (the
 # load benchmark); the default is the debug build the tests use.
-# Exports: LAMBDA_URL SIM_URL TABLE_NAME AWS_* endpoints, STACK_LOGS.
+# Exports: LAMBDA_URL SIM_URL TABLE_NAME AWS_* endpoints, STACK_LOGS; sets
+# DDB_LOCAL_PID (the benchmarks read its CPU time).
 
 start_stack() {
   STACK_LOGS="${STACK_LOGS:-$LOCAL_DIR/logs}"
@@ -27,6 +28,7 @@ start_stack() {
   start_bg dynamodb-local "$STACK_LOGS/dynamodb.log" \
     java ${DDB_JAVA_OPTS:-} -Djava.library.path="$jar_dir/DynamoDBLocal_lib" -jar "$jar_dir/DynamoDBLocal.jar" \
     -inMemory -sharedDb -disableTelemetry -port "$ddb_port"
+  DDB_LOCAL_PID="${STARTED_PIDS[-1]}"
   start_bg moto "$STACK_LOGS/moto.log" "$VENV/bin/moto_server" -H 127.0.0.1 -p "$sm_port"
   local profile=debug release_flag=()
   if [[ "${STACK_RELEASE:-0}" == 1 ]]; then

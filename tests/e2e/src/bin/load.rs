@@ -28,6 +28,8 @@ use e2e::{session_id, Platform, TestTenant};
 use serde_json::json;
 
 const P99_LIMIT_MS: f64 = 100.0;
+/// Rate of the warm-up run before anything is measured (`LOAD_WARMUP_SECS`, 30 s).
+const WARMUP_RATE: u64 = 40;
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -292,9 +294,25 @@ async fn main() {
     let nums: Vec<u64> = args.iter().filter_map(|a| a.parse().ok()).collect();
     let n = |i: usize, d: u64| *nums.get(i).unwrap_or(&d);
     let t = Arc::new(TestTenant::on(Platform::Genesys, "live").await);
+    let warm_up = |live: Vec<(String, String)>| {
+        let t = t.clone();
+        async move {
+            let secs = std::env::var("LOAD_WARMUP_SECS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(30);
+            if secs > 0 {
+                let r = run(&t, &live, WARMUP_RATE, secs).await;
+                println!("warm-up, not counted ({secs} s; DynamoDB Local's JIT compiles its hot paths first):");
+                println!("{HEADER}\n{}\n", r.row());
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
+            live
+        }
+    };
     if !sweep {
         let (rate, secs, sessions) = (n(0, 50), n(1, 10), n(2, 10) as usize);
-        let live = open_sessions(&t, sessions).await;
+        let live = warm_up(open_sessions(&t, sessions).await).await;
         let r = run(&t, &live, rate, secs).await;
         println!(
             "offered {rate} msg/s for {secs} s over {sessions} sessions: {} messages, {} failed",
@@ -307,7 +325,7 @@ async fn main() {
         return;
     }
     let (from, step, secs, sessions) = (n(0, 100), n(1, 50), n(2, 15), n(3, 20) as usize);
-    let live = open_sessions(&t, sessions).await;
+    let live = warm_up(open_sessions(&t, sessions).await).await;
     println!("sweep: {secs} s per step over {sessions} sessions; a step passes with no failure, p99 <= {P99_LIMIT_MS} ms and 95% of the offered rate achieved");
     println!("{HEADER}");
     let mut cpu_lines = Vec::new();
