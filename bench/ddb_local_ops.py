@@ -15,8 +15,13 @@ import statistics
 import time
 import uuid
 
+import sys
+
 import boto3
 from botocore.config import Config
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "infra"))
+from seed import create_table  # noqa: E402  (the relay's table layout, one definition)
 
 TABLE = "ddb-ops-bench"
 
@@ -25,29 +30,6 @@ def cpu_secs(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(") ", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def create_table(ddb):
-    if TABLE in ddb.list_tables()["TableNames"]:
-        return
-    ddb.create_table(
-        TableName=TABLE,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": a, "AttributeType": "S"}
-            for a in ("pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk")
-        ],
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": index,
-                "KeySchema": [{"AttributeName": f"{p}pk", "KeyType": "HASH"}, {"AttributeName": f"{p}sk", "KeyType": "RANGE"}],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-            for index, p in (("by_conversation", "gsi1"), ("work", "gsi2"))
-        ],
-    )
-    ddb.get_waiter("table_exists").wait(TableName=TABLE)
 
 
 def session_item(pk, version, body):
@@ -66,7 +48,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=600)
     a = ap.parse_args()
     ddb = boto3.client("dynamodb", config=Config(retries={"max_attempts": 1}))
-    create_table(ddb)
+    create_table(TABLE)
     pk = "T#acct#proj#live#S#" + uuid.uuid4().hex
     body = "x" * 600
     ddb.put_item(TableName=TABLE, Item=session_item(pk, 0, body))

@@ -23,9 +23,10 @@ REGION = os.environ.get("AWS_REGION", "us-east-1")
 PREFIX = os.environ.get("SECRET_PREFIX", "chat-handoff")
 
 
-def create_table():
+def create_table(name=None):
+    """The relay's table and indexes (template.yaml's layout); bench/ddb_local_ops.py uses it too."""
     ddb = boto3.client("dynamodb", region_name=REGION)
-    name = os.environ["TABLE_NAME"]
+    name = name or os.environ["TABLE_NAME"]
     if name in ddb.list_tables()["TableNames"]:
         return
     ddb.create_table(

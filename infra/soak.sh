@@ -4,7 +4,7 @@
 # the push, or after a message claim, before the send, on SOAK_CHAOS_EXIT_RATIO
 # of the chances; default 0.05; see functions/common/src/chaos.rs), runs the soak
 # driver (tests/e2e/src/bin/soak.rs) and stops everything it started.
-#   infra/soak.sh                      # full size: 1,000 sessions, 10,000 messages
+#   infra/soak.sh                      # full size: 1,000 sessions (100 at once), 10,000 messages
 #   infra/soak.sh --sessions 60 --messages 600 --concurrency 60   # CI size
 # The summary is also written to $CHAT_HANDOFF_HOME/soak-report.txt.
 set -euo pipefail
@@ -18,6 +18,9 @@ log "building (the same build as infra/test.sh)"
 cargo build --workspace --bins --tests --quiet
 export CHAOS_EXIT_AFTER_LOG_RATIO="${SOAK_CHAOS_EXIT_RATIO:-0.05}"
 export STACK_LOGS="$LOCAL_DIR/soak-logs"
+# Few instances per function: the soak's calls in flight are capped (16) anyway,
+# and cargo lambda watch starts fewer `cargo run`s under crash injection.
+export STACK_CONCURRENCY="${STACK_CONCURRENCY:-4}"
 rm -rf "$STACK_LOGS"
 start_stack
 log "soak (crash injection ratio $CHAOS_EXIT_AFTER_LOG_RATIO)"

@@ -8,10 +8,10 @@
 //! of order, drop notification streams, and the runtime callback fails.
 //!
 //! `soak [--sessions N] [--messages M] [--concurrency C] [--in-flight F] [--seed S]`
-//! C sessions run at once; at most F calls (relay invokes, agent actions,
-//! polls) are open at once across all of them (default 48), so 1,000 open
-//! sessions queue for the stack's two cores instead of timing out in
-//! cargo lambda watch's queue.
+//! C sessions run at once (default 100); at most F calls (relay invokes,
+//! agent actions, polls) are open at once across all of them (default 16).
+//! With 1,000 sessions at once cargo lambda watch 1.9.2 stops handing
+//! requests to its idle instances on this machine (README, Soak with faults).
 //! Fault knobs: `SOAK_API_429_RATIO`, `SOAK_API_5XX_RATIO` (0.1 each),
 //! `SOAK_WEBHOOK_DUPLICATE_RATIO` (0.3), `SOAK_WEBHOOK_REORDER_RATIO` (0.1),
 //! `SOAK_CALLBACK_FAIL_RATIO` (0.1), `SOAK_STREAM_DROP_SECS` (15; 0 = off).
@@ -35,7 +35,7 @@ static IN_FLIGHT: std::sync::OnceLock<Semaphore> = std::sync::OnceLock::new();
 
 async fn slot() -> tokio::sync::SemaphorePermit<'static> {
     IN_FLIGHT
-        .get_or_init(|| Semaphore::new(48))
+        .get_or_init(|| Semaphore::new(16))
         .acquire()
         .await
         .expect("never closed")
@@ -68,8 +68,8 @@ fn args() -> Args {
     let mut a = Args {
         sessions: 1000,
         messages: 10_000,
-        concurrency: 1000,
-        in_flight: 48,
+        concurrency: 100,
+        in_flight: 16,
         seed: 7,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -127,6 +127,8 @@ struct Outcome {
     retries: usize,
     /// Seconds from the last message sent to the last one received.
     drain_secs: f64,
+    /// Session and platform conversation ids, to look a slow one up in the logs.
+    ids: String,
     error: Option<String>,
 }
 
@@ -279,6 +281,7 @@ async fn drive(
 ) -> Result<(), String> {
     let deadline = Instant::now() + deadline_after_start();
     let session = e2e::session_id();
+    out.ids = session.clone();
     // A handoff the platform could not open yet is retried by the poller:
     // asking again (same session id) answers its state.
     let cid = loop {
@@ -298,6 +301,7 @@ async fn drive(
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     };
+    out.ids = format!("session {session}, conversation {cid}");
     agent(t, &cid, "accept", json!({"agent_name": "Sam"})).await?;
     let (mut customer, mut agent_sent) = (Vec::new(), Vec::new());
     // Agent first, so platforms without a join signal show the join at once.
@@ -435,6 +439,7 @@ struct Totals {
     ended_both: usize,
     retries: usize,
     max_drain: f64,
+    slowest: String,
 }
 
 impl Totals {
@@ -462,7 +467,10 @@ impl Totals {
         self.gaps += o.seq_gaps + o.seq_conflicts;
         self.ended_both += usize::from(o.ended_widget && o.ended_platform);
         self.retries += o.retries;
-        self.max_drain = self.max_drain.max(o.drain_secs);
+        if o.drain_secs > self.max_drain {
+            self.max_drain = o.drain_secs;
+            self.slowest = o.ids.clone();
+        }
     }
 
     fn row(&self, name: &str) -> String {
@@ -594,6 +602,11 @@ async fn main() {
         println!("{}", t.row(name));
     }
     println!("{}", total.row("**all**"));
+    println!();
+    println!(
+        "slowest drain: {:.1} s ({})",
+        total.max_drain, total.slowest
+    );
     let callback_failures: usize = tenants
         .iter()
         .map(|t| t.received.lock().unwrap().failed_at_random)
