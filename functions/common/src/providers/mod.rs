@@ -87,6 +87,13 @@ pub enum ProviderEventKind {
     Ended(EndedBy),
     /// Our own customer message, a receipt, or anything else with no client event.
     Ignored(&'static str),
+    /// Where a notification stream got to, kept in the session's provider
+    /// data under `key` so the next hold resumes there. No client event, and
+    /// stored without a dedupe key (the same position may be reported again).
+    Resume {
+        key: &'static str,
+        value: String,
+    },
 }
 
 /// How a platform event names its conversation.

@@ -55,6 +55,16 @@ pub fn decide(
     };
     match kind {
         K::Ignored(_) => (vec![], SessionChange::default()),
+        K::Resume { key, value } => {
+            data[*key] = json!(value);
+            (
+                vec![],
+                SessionChange {
+                    provider_data: Some(data),
+                    ..Default::default()
+                },
+            )
+        }
         K::AgentJoined(agent) => {
             if state == SessionState::Active {
                 return (vec![], SessionChange::default()); // already known (e.g. inferred from a message)
@@ -190,7 +200,11 @@ pub async fn apply_event(
             .await?
             .filter(|s| s.provider == key),
     };
+    let resume = matches!(event.kind, ProviderEventKind::Resume { .. });
     let Some(session) = session else {
+        if resume {
+            return Ok(Applied::Duplicate); // nothing to resume any more
+        }
         let first = deps.store.remember(tenant, key, &event.dedupe_key).await?;
         tracing::info!(dedupe = %event.dedupe_key, first, "platform event for no session of this tenant");
         return Ok(if first {
@@ -206,7 +220,7 @@ pub async fn apply_event(
             tenant,
             &session.session_id,
             Some(session.clone()),
-            Some((key, &event.dedupe_key)),
+            (!resume).then_some((key, event.dedupe_key.as_str())),
             |current| Ok(decide(current, &event.kind, forward_bot_messages)),
         )
         .await?;

@@ -4,11 +4,15 @@
 //! once, and stops the streams of sessions that leave the watch list.
 //!
 //! Each stream reconnects with backoff and resumes with `Last-Event-Id`, so a
-//! drop loses nothing; the id lives only in memory for this hold. A stream
-//! opened without an id (the first of a hold) is followed by a reconcile from
-//! *list entries*, which covers what happened while no stream was held; if
-//! that read fails, the stream is opened again rather than read without it.
-//! Entries carry the same dedupe keys on both paths, so repeats are harmless.
+//! drop loses nothing. When a hold ends, the last id is kept in the session's
+//! provider data ([`RESUME_KEY`], through a [`ProviderEventKind::Resume`]
+//! event), and the next hold opens its stream from there: the platform
+//! replays what came while no poller held the stream, typing indicators
+//! included, which *list entries* does not keep. The first stream of a hold
+//! is still followed by a reconcile from list entries, in case the id is too
+//! old for the platform's replay; if that read fails, the stream is opened
+//! again rather than read without it. Entries carry the same dedupe keys on
+//! every path, so repeats are harmless.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -31,6 +35,9 @@ use crate::store::SessionRecord;
 use super::api::{jwt_exp, AuthMode, ConversationAuth, SalesforceApi};
 use super::events::{parse_sse, reconcile_entries, EntryState, Frame};
 use super::Salesforce;
+
+/// Provider data key of the last SSE event id seen by a hold.
+pub const RESUME_KEY: &str = "sse_last_event_id";
 
 /// Reconnect policy (project): 1 s base, 30 s cap; reset after a good connect.
 pub const RECONNECT_BASE: Duration = Duration::from_secs(1);
@@ -90,6 +97,51 @@ impl Salesforce {
             return String::new();
         };
         let cid = auth.conversation_id.clone();
+        let resumed_from = session.provider_data[RESUME_KEY]
+            .as_str()
+            .map(str::to_owned);
+        let mut last_event_id = resumed_from.clone();
+        let mut caught_up = false;
+        let over = self
+            .stream_until_done(
+                api,
+                &auth,
+                &mut last_event_id,
+                &mut caught_up,
+                &mut stop,
+                &sink,
+                deadline,
+            )
+            .await;
+        if !over && last_event_id.is_some() && last_event_id != resumed_from {
+            let _ = sink
+                .send(ProviderEvent {
+                    dedupe_key: format!("resume:{cid}"),
+                    conversation: ConversationRef::Provider(cid.clone()),
+                    kind: ProviderEventKind::Resume {
+                        key: RESUME_KEY,
+                        value: last_event_id.unwrap_or_default(),
+                    },
+                })
+                .await;
+        }
+        cid
+    }
+
+    /// Streams (reconnecting) until the deadline, `stop`, or the session is
+    /// over; true for the last.
+    #[allow(clippy::too_many_arguments)]
+    async fn stream_until_done(
+        &self,
+        api: &SalesforceApi<'_>,
+        auth: &ConversationAuth,
+        last_event_id: &mut Option<String>,
+        caught_up: &mut bool,
+        stop: &mut watch::Receiver<bool>,
+        sink: &mpsc::Sender<ProviderEvent>,
+        deadline: Instant,
+    ) -> bool {
+        let cid = auth.conversation_id.clone();
         let new_backoff = || {
             ExponentialBuilder::default()
                 .with_min_delay(RECONNECT_BASE)
@@ -99,33 +151,34 @@ impl Salesforce {
                 .build()
         };
         let mut backoff = new_backoff();
-        let mut last_event_id: Option<String> = None;
         let mut state = EntryState::default();
         let mut token: Option<String> = None;
         let mut renewed_for_this_refusal = false;
         loop {
             if Instant::now() >= deadline || *stop.borrow() {
-                return cid;
+                return false;
             }
             let end = self
                 .run_stream(
                     api,
-                    &auth,
+                    auth,
                     &mut token,
-                    &mut last_event_id,
+                    last_event_id,
+                    caught_up,
                     &mut state,
-                    &mut stop,
-                    &sink,
+                    stop,
+                    sink,
                     deadline,
                 )
                 .await;
             let why = match end {
-                Ok(StreamEnd::Stop) | Ok(StreamEnd::SessionOver) => return cid,
+                Ok(StreamEnd::Stop) => return false,
+                Ok(StreamEnd::SessionOver) => return true,
                 Ok(StreamEnd::TokenRefused) => {
                     if renewed_for_this_refusal {
                         tracing::warn!(conversation = %cid, "salesforce stream refused a renewed token");
                     }
-                    match api.renew(&auth, token.as_deref()).await {
+                    match api.renew(auth, token.as_deref()).await {
                         Ok(t) => {
                             token = Some(t);
                             renewed_for_this_refusal = true;
@@ -137,7 +190,7 @@ impl Salesforce {
                             // An anonymous token cannot outlive its exp (spec §2.5).
                             tracing::info!(conversation = %cid, "salesforce token expired; session over");
                             let _ = sink.send(token_expired_event(&cid)).await;
-                            return cid;
+                            return true;
                         }
                         Err(e) => e.to_string(),
                     }
@@ -169,6 +222,7 @@ impl Salesforce {
         auth: &ConversationAuth,
         token: &mut Option<String>,
         last_event_id: &mut Option<String>,
+        caught_up: &mut bool,
         state: &mut EntryState,
         stop: &mut watch::Receiver<bool>,
         sink: &mpsc::Sender<ProviderEvent>,
@@ -215,10 +269,12 @@ impl Salesforce {
             }
             _ => {}
         }
-        if last_event_id.is_none() {
-            // Nothing to resume from: catch up on what happened before this stream.
+        if last_event_id.is_none() || !*caught_up {
+            // Nothing to resume from, or the first stream of this hold (its id
+            // may be older than the platform replays): catch up from the entries.
             match api.recent_entries(auth).await {
                 Ok(entries) => {
+                    *caught_up = true;
                     for ev in reconcile_entries(cid, &entries) {
                         let over = matches!(ev.kind, ProviderEventKind::Ended(_));
                         if sink.send(ev).await.is_err() {

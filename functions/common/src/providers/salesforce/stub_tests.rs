@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use super::notifications::RESUME_KEY;
 use super::*;
 use crate::domain::{ClientEnv, SessionId, SessionState, Tenant};
 use crate::events::EndedBy;
@@ -426,5 +427,80 @@ async fn a_failed_catch_up_is_retried_before_the_stream_is_read() {
         streams,
         vec![None, None],
         "reopened without an id after the failed read"
+    );
+}
+
+#[tokio::test]
+async fn a_hold_resumes_where_the_last_one_stopped_and_says_where_it_got_to() {
+    let (base, seen) = stub(Arc::new(|req: &Seen| {
+        if req.path.contains("/entries") {
+            return (
+                200,
+                "application/json",
+                json!({"conversationEntries": []}).to_string(),
+            );
+        }
+        match req.last_event_id.as_deref() {
+            // Kept by the previous hold: the platform replays what came since.
+            Some("5") => (
+                200,
+                "text/event-stream",
+                frame(
+                    6,
+                    "CONVERSATION_TYPING_STARTED_INDICATOR",
+                    json!({"identifier": "e-6", "entryType": "TypingStartedIndicator",
+                        "senderDisplayName": "Sam", "sender": {"role": "Agent", "subject": "005A"}}),
+                ),
+            ),
+            Some("6") => (200, "text/event-stream", "event: ping\ndata: {}\n\n".into()),
+            other => panic!("unexpected Last-Event-Id {other:?}"),
+        }
+    }))
+    .await;
+    let sf = Salesforce::new();
+    let tenant = Tenant::new("acme", "support", ClientEnv::Live).unwrap();
+    let credentials = creds(&base, "unauthenticated");
+    let http = reqwest::Client::new();
+    let refreshed = Default::default();
+    let ctx = ProviderCtx {
+        tenant: &tenant,
+        credentials: &credentials,
+        http: &http,
+        refreshed: &refreshed,
+    };
+    let mut watched = session(&fake_jwt("anon", i64::MAX / 2));
+    watched.provider_data[RESUME_KEY] = json!("5");
+    let (_tx, rx) = watch::channel(vec![watched]);
+    let (sink, mut events) = mpsc::channel::<ProviderEvent>(16);
+    let deadline = Instant::now() + Duration::from_millis(2500);
+    sf.hold(&ctx, rx, sink, deadline).await.unwrap();
+    let mut got = Vec::new();
+    while let Ok(ev) = events.try_recv() {
+        got.push(ev.kind);
+    }
+    assert!(
+        matches!(got.first(), Some(ProviderEventKind::AgentTyping(_))),
+        "typing replayed from the kept id: {got:?}"
+    );
+    assert_eq!(
+        got.last(),
+        Some(&ProviderEventKind::Resume {
+            key: RESUME_KEY,
+            value: "6".into()
+        }),
+        "the hold reports the last id it saw"
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.iter()
+            .filter(|s| s.path.starts_with("/eventrouter"))
+            .map(|s| s.last_event_id.clone())
+            .next(),
+        Some(Some("5".to_owned()))
+    );
+    assert_eq!(
+        seen.iter().filter(|s| s.path.contains("/entries")).count(),
+        1,
+        "still reconciled once: the kept id may be older than the replay"
     );
 }
