@@ -332,6 +332,37 @@ impl Registry {
     }
 }
 
+/// The owned parts of a [`ProviderCtx`] (tenant `acme/support/live`), for
+/// adapter tests.
+#[cfg(test)]
+pub(crate) struct TestCtx {
+    pub tenant: Tenant,
+    pub credentials: SecretJson,
+    pub http: reqwest::Client,
+    pub refreshed: Mutex<Map<String, Value>>,
+}
+
+#[cfg(test)]
+impl TestCtx {
+    pub fn new(credentials: SecretJson) -> Self {
+        Self {
+            tenant: Tenant::new("acme", "support", crate::domain::ClientEnv::Live).unwrap(),
+            credentials,
+            http: reqwest::Client::new(),
+            refreshed: Default::default(),
+        }
+    }
+
+    pub fn ctx(&self) -> ProviderCtx<'_> {
+        ProviderCtx {
+            tenant: &self.tenant,
+            credentials: &self.credentials,
+            http: &self.http,
+            refreshed: &self.refreshed,
+        }
+    }
+}
+
 #[cfg(test)]
 mod media_type_tests {
     use super::*;

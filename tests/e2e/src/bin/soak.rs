@@ -30,30 +30,25 @@ use tokio::sync::Semaphore;
 const SESSION_DEADLINE: Duration = Duration::from_secs(600);
 const DEADLINE_PER_SESSION: Duration = Duration::from_millis(1500);
 
-/// Calls open at once across the run (see the module docs).
-static IN_FLIGHT: std::sync::OnceLock<Semaphore> = std::sync::OnceLock::new();
+/// Limits of this run, set once in `main` from the arguments.
+struct Limits {
+    /// Calls open at once across the run (see the module docs).
+    calls: Semaphore,
+    /// Between two looks at a session's progress; longer with many sessions
+    /// so the polls do not crowd out the traffic they wait for.
+    poll_every: Duration,
+    /// How long one session may take (they share the cores).
+    deadline: Duration,
+}
+
+static LIMITS: std::sync::OnceLock<Limits> = std::sync::OnceLock::new();
+
+fn limits() -> &'static Limits {
+    LIMITS.get().expect("set in main")
+}
 
 async fn slot() -> tokio::sync::SemaphorePermit<'static> {
-    IN_FLIGHT
-        .get_or_init(|| Semaphore::new(16))
-        .acquire()
-        .await
-        .expect("never closed")
-}
-
-/// Between two looks at a session's progress; longer with many sessions so
-/// the polls do not crowd out the traffic they wait for.
-static POLL_EVERY: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-
-static RUN_SESSIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-fn deadline_after_start() -> Duration {
-    SESSION_DEADLINE
-        + DEADLINE_PER_SESSION * RUN_SESSIONS.load(std::sync::atomic::Ordering::SeqCst) as u32
-}
-
-fn poll_every() -> Duration {
-    *POLL_EVERY.get().unwrap_or(&Duration::from_millis(500))
+    limits().calls.acquire().await.expect("never closed")
 }
 
 struct Args {
@@ -147,7 +142,7 @@ impl Outcome {
 async fn agent(t: &TestTenant, cid: &str, action: &str, body: Value) -> Result<Value, String> {
     let mut last = String::new();
     for attempt in 0..20u64 {
-        let _slot = slot().await;
+        let slot = slot().await;
         let resp = t
             .http
             .post(format!(
@@ -165,7 +160,7 @@ async fn agent(t: &TestTenant, cid: &str, action: &str, body: Value) -> Result<V
             Ok(r) => last = format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
             Err(e) => last = e.to_string(),
         }
-        drop(_slot);
+        drop(slot);
         tokio::time::sleep(Duration::from_millis(250 * (attempt + 1))).await;
     }
     Err(format!("agent {action}: {last}"))
@@ -279,7 +274,7 @@ async fn drive(
     messages: usize,
     out: &mut Outcome,
 ) -> Result<(), String> {
-    let deadline = Instant::now() + deadline_after_start();
+    let deadline = Instant::now() + limits().deadline;
     let session = e2e::session_id();
     out.ids = session.clone();
     // A handoff the platform could not open yet is retried by the poller:
@@ -334,7 +329,7 @@ async fn drive(
         if done || Instant::now() > deadline {
             break (platform, widget);
         }
-        tokio::time::sleep(poll_every()).await;
+        tokio::time::sleep(limits().poll_every).await;
     };
     out.drain_secs = last_sent.elapsed().as_secs_f64();
     // Settle, so late duplicates are counted too.
@@ -397,7 +392,7 @@ async fn drive(
             out.seq_conflicts = conflicts;
             break;
         }
-        tokio::time::sleep(poll_every()).await;
+        tokio::time::sleep(limits().poll_every).await;
     }
     Ok(())
 }
@@ -487,11 +482,11 @@ impl Totals {
 async fn main() {
     let a = args();
     let per_session = (a.messages / a.sessions).max(2);
-    IN_FLIGHT.get_or_init(|| Semaphore::new(a.in_flight));
-    POLL_EVERY.get_or_init(|| {
-        Duration::from_millis((500 * (a.concurrency as u64 / 100)).clamp(500, 5000))
+    let _ = LIMITS.set(Limits {
+        calls: Semaphore::new(a.in_flight),
+        poll_every: Duration::from_millis((500 * (a.concurrency as u64 / 100)).clamp(500, 5000)),
+        deadline: SESSION_DEADLINE + DEADLINE_PER_SESSION * a.sessions as u32,
     });
-    RUN_SESSIONS.store(a.sessions, std::sync::atomic::Ordering::SeqCst);
     println!(
         "soak: {} sessions x {per_session} messages over {} platforms, concurrency {}, calls in flight {}, seed {}",
         a.sessions,

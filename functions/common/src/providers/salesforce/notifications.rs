@@ -101,17 +101,8 @@ impl Salesforce {
             .as_str()
             .map(str::to_owned);
         let mut last_event_id = resumed_from.clone();
-        let mut caught_up = false;
         let over = self
-            .stream_until_done(
-                api,
-                &auth,
-                &mut last_event_id,
-                &mut caught_up,
-                &mut stop,
-                &sink,
-                deadline,
-            )
+            .stream_until_done(api, &auth, &mut last_event_id, &mut stop, &sink, deadline)
             .await;
         if !over && last_event_id.is_some() && last_event_id != resumed_from {
             let _ = sink
@@ -136,11 +127,12 @@ impl Salesforce {
         api: &SalesforceApi<'_>,
         auth: &ConversationAuth,
         last_event_id: &mut Option<String>,
-        caught_up: &mut bool,
         stop: &mut watch::Receiver<bool>,
         sink: &mpsc::Sender<ProviderEvent>,
         deadline: Instant,
     ) -> bool {
+        // Set once this hold has reconciled from list entries.
+        let mut caught_up = false;
         let cid = auth.conversation_id.clone();
         let new_backoff = || {
             ExponentialBuilder::default()
@@ -164,7 +156,7 @@ impl Salesforce {
                     auth,
                     &mut token,
                     last_event_id,
-                    caught_up,
+                    &mut caught_up,
                     &mut state,
                     stop,
                     sink,

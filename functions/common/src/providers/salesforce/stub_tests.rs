@@ -179,16 +179,8 @@ async fn a_refused_verified_token_is_reminted_for_the_same_subject_once() {
     }))
     .await;
     let sf = Salesforce::new();
-    let tenant = Tenant::new("acme", "support", ClientEnv::Live).unwrap();
-    let credentials = creds(&base, "verified");
-    let http = reqwest::Client::new();
-    let refreshed = Default::default();
-    let ctx = ProviderCtx {
-        tenant: &tenant,
-        credentials: &credentials,
-        http: &http,
-        refreshed: &refreshed,
-    };
+    let fixture = crate::providers::TestCtx::new(creds(&base, "verified"));
+    let ctx = fixture.ctx();
     let stale = session(&fake_jwt("at-0-revoked", far));
     let msg = CustomerMessage {
         id: "m-1".into(),
@@ -200,7 +192,12 @@ async fn a_refused_verified_token_is_reminted_for_the_same_subject_once() {
         stable_uuid("conv-1:m-1"),
         "message id is stable"
     );
-    let remembered = refreshed.lock().unwrap().get("access_token").cloned();
+    let remembered = fixture
+        .refreshed
+        .lock()
+        .unwrap()
+        .get("access_token")
+        .cloned();
     assert_eq!(remembered, Some(json!(fake_jwt("at-1", far))));
     // The renewed token is used from now on, with no further minting.
     sf.send_message(&ctx, &stale, &msg).await.unwrap();
@@ -233,16 +230,8 @@ async fn an_expired_anonymous_token_cannot_be_continued() {
     }))
     .await;
     let sf = Salesforce::new();
-    let tenant = Tenant::new("acme", "support", ClientEnv::Live).unwrap();
-    let credentials = creds(&base, "unauthenticated");
-    let http = reqwest::Client::new();
-    let refreshed = Default::default();
-    let ctx = ProviderCtx {
-        tenant: &tenant,
-        credentials: &credentials,
-        http: &http,
-        refreshed: &refreshed,
-    };
+    let fixture = crate::providers::TestCtx::new(creds(&base, "unauthenticated"));
+    let ctx = fixture.ctx();
     let old = session(&fake_jwt("anon", 1));
     let msg = CustomerMessage {
         id: "m-1".into(),
@@ -250,7 +239,7 @@ async fn an_expired_anonymous_token_cannot_be_continued() {
     };
     let err = sf.send_message(&ctx, &old, &msg).await.unwrap_err();
     assert!(matches!(err, HandoffError::ProviderAuth(_)), "{err:?}");
-    assert!(refreshed.lock().unwrap().is_empty());
+    assert!(fixture.refreshed.lock().unwrap().is_empty());
     let paths: Vec<String> = seen
         .lock()
         .unwrap()
@@ -278,16 +267,8 @@ fn agent_message(identifier: &str, text: &str) -> Value {
 /// Holds one anonymous session's stream against the stub until it ends.
 async fn hold_until_ended(base: &str) -> Vec<ProviderEvent> {
     let sf = Salesforce::new();
-    let tenant = Tenant::new("acme", "support", ClientEnv::Live).unwrap();
-    let credentials = creds(base, "unauthenticated");
-    let http = reqwest::Client::new();
-    let refreshed = Default::default();
-    let ctx = ProviderCtx {
-        tenant: &tenant,
-        credentials: &credentials,
-        http: &http,
-        refreshed: &refreshed,
-    };
+    let fixture = crate::providers::TestCtx::new(creds(base, "unauthenticated"));
+    let ctx = fixture.ctx();
     let (tx, rx) = watch::channel(vec![session(&fake_jwt("anon", i64::MAX / 2))]);
     let (sink, mut events) = mpsc::channel::<ProviderEvent>(16);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -458,16 +439,8 @@ async fn a_hold_resumes_where_the_last_one_stopped_and_says_where_it_got_to() {
     }))
     .await;
     let sf = Salesforce::new();
-    let tenant = Tenant::new("acme", "support", ClientEnv::Live).unwrap();
-    let credentials = creds(&base, "unauthenticated");
-    let http = reqwest::Client::new();
-    let refreshed = Default::default();
-    let ctx = ProviderCtx {
-        tenant: &tenant,
-        credentials: &credentials,
-        http: &http,
-        refreshed: &refreshed,
-    };
+    let fixture = crate::providers::TestCtx::new(creds(&base, "unauthenticated"));
+    let ctx = fixture.ctx();
     let mut watched = session(&fake_jwt("anon", i64::MAX / 2));
     watched.provider_data[RESUME_KEY] = json!("5");
     let (_tx, rx) = watch::channel(vec![watched]);

@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::*;
-use crate::domain::{ClientEnv, SessionId, Tenant};
+use crate::domain::SessionId;
 use crate::request::{TranscriptEntry, UserInfo};
 
 fn creds_json(base: &str) -> Value {
@@ -181,16 +181,8 @@ fn token_answer(access: &str, refresh: &str) -> (u16, String) {
 }
 
 async fn start_once(base: &str, webex: &Webex) -> Result<StartOutcome> {
-    let tenant = Tenant::new("acme", "support", ClientEnv::Live).unwrap();
-    let credentials = SecretJson::new(creds_json(base));
-    let http = reqwest::Client::new();
-    let refreshed = Default::default();
-    let ctx = ProviderCtx {
-        tenant: &tenant,
-        credentials: &credentials,
-        http: &http,
-        refreshed: &refreshed,
-    };
+    let fixture = crate::providers::TestCtx::new(SecretJson::new(creds_json(base)));
+    let ctx = fixture.ctx();
     let session = SessionId::parse("conv-1").unwrap();
     let user = UserInfo {
         id: None,
