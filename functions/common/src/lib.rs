@@ -15,6 +15,7 @@ pub mod http;
 pub mod http_event;
 pub mod metrics;
 pub mod providers;
+pub mod reorder;
 pub mod request;
 pub mod secrets;
 pub mod service;

@@ -62,6 +62,10 @@ pub struct RuntimeConfig {
     /// unavailable for, from the start request; then `SESSION_END`.
     #[serde(default = "default_start_retry")]
     pub start_retry_secs: u64,
+    /// Agent messages wait this long for ones the platform sent before them
+    /// (see `reorder`); 0 (default) gives each its `seq` on arrival.
+    #[serde(default)]
+    pub agent_reorder_window_ms: u64,
 }
 
 fn default_max_age() -> u64 {

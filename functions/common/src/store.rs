@@ -13,7 +13,10 @@
 //! Index `by_conversation` (`gsi1pk` = `C#{provider}#{conversation_id}`) finds a
 //! session from a platform's id. Index `work` (`gsi2pk`) is sparse: sessions
 //! still open sit under `LIVE#{provider}` and client events not yet pushed under
-//! `PUSH`, so the poller reads only what needs work.
+//! `PUSH`, so the poller reads only what needs work. A session holding agent
+//! messages in its reorder window ([`crate::reorder`]) has a marker item
+//! `T#{tenant}#S#{session}` / `HOLD` under `HOLD`, sorted by when the first
+//! hold is due; it is written and removed in the same transaction as the hold.
 //!
 //! Every change is a conditional write on `version` (or on absence), never a
 //! blind read-modify-write; an event, its dedupe key and the session's
@@ -27,13 +30,14 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 use serde_json::Value;
 
 use crate::domain::{IntegrationKey, SessionId, SessionState, Tenant};
 use crate::error::{HandoffError, Result};
 use crate::events::{ClientEvent, ClientEventType, EndedBy};
+use crate::reorder::{self, HeldEvent};
 use crate::time::{now_ms, rfc3339_ms};
 
 /// Index from a platform's conversation id to our session.
@@ -88,6 +92,7 @@ fn live_key(provider: IntegrationKey) -> String {
 }
 
 const PUSH_KEY: &str = "PUSH";
+const HOLD_KEY: &str = "HOLD";
 
 fn event_sk(seq: u64) -> String {
     format!("EV#{seq:012}")
@@ -162,6 +167,8 @@ pub struct SessionRecord {
     pub start_attempts: u32,
     /// When the poller may try to open the conversation again.
     pub start_due_ms: Option<i64>,
+    /// Agent messages waiting in the reorder window, in arrival order.
+    pub held: Vec<HeldEvent>,
 }
 
 /// Bounds of a session's outbound queue: positions `head..=tail` wait, in
@@ -264,6 +271,7 @@ impl SessionRecord {
             outq: OutQueue::default(),
             start_attempts: 0,
             start_due_ms: None,
+            held: Vec::new(),
         }
     }
 
@@ -294,6 +302,10 @@ impl SessionRecord {
         item.insert("start_attempts".into(), n(self.start_attempts));
         if let Some(d) = self.start_due_ms {
             item.insert("start_due".into(), n(d));
+        }
+        if !self.held.is_empty() {
+            let held = serde_json::to_string(&self.held).unwrap_or_else(|_| "[]".into());
+            item.insert("held".into(), s(held));
         }
         if let Some(c) = &self.provider_conversation_id {
             item.insert("conversation_id".into(), s(c.clone()));
@@ -351,6 +363,9 @@ impl SessionRecord {
             },
             start_attempts: get_n(item, "start_attempts").unwrap_or(0).max(0) as u32,
             start_due_ms: get_n(item, "start_due"),
+            held: get_s(item, "held")
+                .and_then(|t| serde_json::from_str(t).ok())
+                .unwrap_or_default(),
         })
     }
 }
@@ -366,7 +381,7 @@ pub struct StoredEvent {
 }
 
 /// A client event to append: its type and data; `seq` and `at` are assigned.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NewEvent {
     pub event_type: ClientEventType,
     pub data: Value,
@@ -386,6 +401,10 @@ pub struct SessionChange {
     pub provider_data: Option<Value>,
     pub start_result: Option<Value>,
     pub ended_by: Option<EndedBy>,
+    /// Hold this agent message in the reorder window instead of appending it.
+    pub hold: Option<HeldEvent>,
+    /// Release every held message first (an agent left; ends do it anyway).
+    pub release_all: bool,
 }
 
 impl SessionChange {
@@ -655,8 +674,20 @@ impl Store {
         change.apply(&mut next);
         next.version = current.version + 1;
         next.updated_at_ms = now;
+        // Reorder window: held agent messages whose time has come go first.
+        let mut pending = current.held.clone();
+        pending.extend(change.hold.clone());
+        let all =
+            change.release_all || next.state.is_terminal() || pending.len() > reorder::MAX_HELD;
+        let (released, keep) = reorder::release(&pending, now, all);
+        next.held = keep;
+        let events: Vec<NewEvent> = released
+            .into_iter()
+            .map(|h| h.event)
+            .chain(events.iter().cloned())
+            .collect();
         let mut stored = Vec::with_capacity(events.len());
-        for e in events {
+        for e in &events {
             next.next_seq += 1;
             let event = ClientEvent {
                 session_id: current.session_id.to_string(),
@@ -766,6 +797,9 @@ impl Store {
                     )
                     .build(),
             );
+        }
+        if next.held != current.held {
+            items.push(hold_marker(&self.table, &next, now)?);
         }
         let result = self
             .client
@@ -948,18 +982,37 @@ impl Store {
         now_ms: i64,
         limit: usize,
     ) -> Result<Vec<(Tenant, SessionId)>> {
+        self.due_work(PUSH_KEY, now_ms, limit).await
+    }
+
+    /// Sessions with held agent messages due by `now_ms` (oldest first).
+    pub async fn sessions_with_due_holds(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(Tenant, SessionId)>> {
+        self.due_work(HOLD_KEY, now_ms, limit).await
+    }
+
+    /// Distinct sessions under `key` in the `work` index due by `now_ms`.
+    async fn due_work(
+        &self,
+        key: &str,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(Tenant, SessionId)>> {
         let out = self
             .client
             .query()
             .table_name(&self.table)
             .index_name(INDEX_WORK)
             .key_condition_expression("gsi2pk = :p AND gsi2sk < :due")
-            .expression_attribute_values(":p", s(PUSH_KEY))
+            .expression_attribute_values(":p", s(key))
             .expression_attribute_values(":due", s(format!("{:013}~", now_ms)))
             .limit(1000)
             .send()
             .await
-            .map_err(|e| store_err("query due pushes", e))?;
+            .map_err(|e| store_err("query due work", e))?;
         let mut seen = Vec::<(Tenant, SessionId)>::new();
         for item in out.items() {
             let Some(pk) = get_s(item, "pk") else {
@@ -1475,6 +1528,31 @@ impl Store {
             .await;
         Ok(())
     }
+}
+
+/// The `HOLD` marker of a session as it will be: written under its first due
+/// time while messages are held, removed when none is.
+fn hold_marker(table: &str, next: &SessionRecord, now: i64) -> Result<TransactWriteItem> {
+    let pk = next.pk();
+    let Some(due) = reorder::next_due(&next.held) else {
+        let delete = Delete::builder()
+            .table_name(table)
+            .key("pk", s(pk))
+            .key("sk", s(HOLD_KEY));
+        return Ok(TransactWriteItem::builder()
+            .delete(delete.build().map_err(HandoffError::internal)?)
+            .build());
+    };
+    let mut item = Item::new();
+    item.insert("pk".into(), s(pk.clone()));
+    item.insert("sk".into(), s(HOLD_KEY));
+    item.insert("gsi2pk".into(), s(HOLD_KEY));
+    item.insert("gsi2sk".into(), s(format!("{due:013}#{pk}")));
+    item.insert("expires_at".into(), n(now / 1000 + RETENTION_SECS));
+    let put = Put::builder().table_name(table).set_item(Some(item));
+    Ok(TransactWriteItem::builder()
+        .put(put.build().map_err(HandoffError::internal)?)
+        .build())
 }
 
 fn parse_session_pk(pk: &str) -> Option<(Tenant, SessionId)> {

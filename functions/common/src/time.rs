@@ -20,6 +20,13 @@ pub fn rfc3339_ms(ms: i64) -> String {
     dt.format(&fmt).unwrap_or_default()
 }
 
+/// Parses an RFC 3339 time (any offset) to ms since the epoch.
+pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
+    let dt =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(dt.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -28,5 +35,18 @@ mod tests {
             super::rfc3339_ms(1_763_892_062_123),
             "2025-11-23T10:01:02.123Z"
         );
+    }
+
+    #[test]
+    fn parses_what_it_formats_and_other_offsets() {
+        assert_eq!(
+            super::parse_rfc3339_ms("2025-11-23T10:01:02.123Z"),
+            Some(1_763_892_062_123)
+        );
+        assert_eq!(
+            super::parse_rfc3339_ms("2025-11-23T11:01:02.123+01:00"),
+            Some(1_763_892_062_123)
+        );
+        assert_eq!(super::parse_rfc3339_ms("yesterday"), None);
     }
 }

@@ -829,6 +829,34 @@ pub async fn items_text_of_tenant(tenant_key: &str) -> String {
     format!("{:?}", out.items())
 }
 
+impl TestTenant {
+    /// Ids of the agent messages the relay holds in the session's reorder window.
+    pub async fn held_ids(&self, session: &str) -> Vec<String> {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        let out = dynamodb()
+            .await
+            .get_item()
+            .table_name(env("TABLE_NAME"))
+            .key(
+                "pk",
+                AttributeValue::S(format!("T#{}#S#{session}", self.tenant_key())),
+            )
+            .key("sk", AttributeValue::S("SESSION".into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap();
+        out.item()
+            .and_then(|i| i.get("held"))
+            .and_then(|v| v.as_s().ok())
+            .and_then(|s| serde_json::from_str::<Vec<Value>>(s).ok())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|h| h["event"]["data"]["message_id"].as_str().map(str::to_owned))
+            .collect()
+    }
+}
+
 /// The functions' log (cargo lambda watch's output) of the running stack.
 pub fn stack_log() -> String {
     let dir = std::env::var("STACK_LOGS")

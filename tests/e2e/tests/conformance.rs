@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use e2e::{
-    inbound_texts_of, items_text_of_tenant, session_id, stack_log, verdict, Platform, TestTenant,
+    assert_gap_free, inbound_texts_of, items_text_of_tenant, session_id, stack_log, verdict,
+    Platform, TestTenant,
 };
 use serde_json::json;
 
@@ -264,6 +265,86 @@ async fn duplicate_and_reordered_deliveries_lose_and_duplicate_nothing(p: Platfo
     assert_eq!(ids.len(), 4, "each agent message exactly once: {ids:?}");
 }
 
+/// Ids of the agent messages the widget got, in `seq` order, among `sent`.
+fn agent_message_ids(t: &TestTenant, session: &str, sent: &[String]) -> Vec<String> {
+    t.events(session)
+        .iter()
+        .filter(|e| e.event_type.as_str() == "LIVE_AGENT_MESSAGE")
+        .filter_map(|e| e.data["message_id"].as_str().map(str::to_owned))
+        .filter(|id| sent.contains(id))
+        .collect()
+}
+
+/// Agent messages `1..=n`; the platform's ids in send order.
+async fn agent_sends(t: &TestTenant, cid: &str, n: usize) -> Vec<String> {
+    let mut sent = Vec::new();
+    for i in 1..=n {
+        let r = t
+            .agent(cid, "messages", json!({"text": format!("agent {i}")}))
+            .await;
+        sent.push(r["id"].as_str().unwrap().to_owned());
+        // Platform times are in ms: two sends within one ms tie, and ties
+        // keep arrival order. No agent types that fast.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    sent
+}
+
+async fn held_back_deliveries_reach_the_widget_in_the_platforms_order(p: Platform) {
+    let t = TestTenant::with_runtime(p, "live", json!({"agent_reorder_window_ms": 1500})).await;
+    let (session, cid) = t.accepted().await;
+    // The first message is delivered after the second.
+    t.faults(json!({"webhook_out_of_order_next": 1})).await;
+    let sent = agent_sends(&t, &cid, 3).await;
+    for id in &sent {
+        t.wait_event(&session, "LIVE_AGENT_MESSAGE", |e| {
+            e.data["message_id"] == id.as_str()
+        })
+        .await;
+    }
+    assert_eq!(agent_message_ids(&t, &session, &sent), sent);
+    assert_gap_free(&t.events(&session));
+}
+
+async fn an_end_releases_held_messages_before_session_end(p: Platform) {
+    // A window far longer than the test waits: only the end can release them.
+    let t = TestTenant::with_runtime(p, "live", json!({"agent_reorder_window_ms": 10_000})).await;
+    let (session, cid) = t.accepted().await;
+    let sent = agent_sends(&t, &cid, 2).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    // All of these: the session may hold others too.
+    loop {
+        let held = t.held_ids(&session).await;
+        if sent.iter().all(|id| held.contains(id)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never all held: {held:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        agent_message_ids(&t, &session, &sent).is_empty(),
+        "held, not delivered"
+    );
+    t.end(&session).await;
+    let end = t.wait_event(&session, "SESSION_END", |_| true).await;
+    let events = t.events(&session);
+    assert_eq!(agent_message_ids(&t, &session, &sent), sent);
+    let last_message = events
+        .iter()
+        .filter(|e| e.event_type.as_str() == "LIVE_AGENT_MESSAGE")
+        .map(|e| e.seq)
+        .max()
+        .unwrap();
+    assert!(
+        last_message < end.seq,
+        "messages before SESSION_END: {events:?}"
+    );
+    assert_gap_free(&events);
+}
+
 async fn failed_pushes_are_retried_until_the_runtime_accepts(p: Platform) {
     let t = TestTenant::on(p, "live").await;
     t.received.lock().unwrap().fail_next = 4;
@@ -376,6 +457,14 @@ macro_rules! conformance {
             #[tokio::test]
             async fn duplicate_and_reordered_deliveries_lose_and_duplicate_nothing() {
                 super::duplicate_and_reordered_deliveries_lose_and_duplicate_nothing(P).await
+            }
+            #[tokio::test]
+            async fn held_back_deliveries_reach_the_widget_in_the_platforms_order() {
+                super::held_back_deliveries_reach_the_widget_in_the_platforms_order(P).await
+            }
+            #[tokio::test]
+            async fn an_end_releases_held_messages_before_session_end() {
+                super::an_end_releases_held_messages_before_session_end(P).await
             }
             #[tokio::test]
             async fn failed_pushes_are_retried_until_the_runtime_accepts() {

@@ -78,6 +78,9 @@ pub enum ProviderEventKind {
         agent: AgentInfo,
         /// Sent by a platform bot rather than a person.
         from_bot: bool,
+        /// The platform's own time of the message (ms since the epoch), when
+        /// it says: orders messages in the tenant's reorder window.
+        sent_at_ms: Option<i64>,
     },
     AgentLeft {
         agent: AgentInfo,

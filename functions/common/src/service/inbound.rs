@@ -13,6 +13,7 @@ use crate::providers::{
     media_type_allowed, AgentInfo, ConversationRef, ProviderEvent, ProviderEventKind,
     WebhookRequest,
 };
+use crate::reorder::HeldEvent;
 use crate::store::{AppendOutcome, NewEvent, SessionChange, SessionRecord, StoredEvent};
 use crate::time::now_ms;
 
@@ -20,6 +21,36 @@ use super::Deps;
 
 /// Largest webhook body accepted (413 above).
 pub const MAX_WEBHOOK_BYTES: usize = 256 * 1024;
+
+/// What a tenant's runtime config says about platform events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventRules {
+    pub forward_bot_messages: bool,
+    /// The agent-message reorder window ([`crate::reorder`]); 0 = off.
+    pub reorder_window_ms: u64,
+}
+
+impl Default for EventRules {
+    fn default() -> Self {
+        Self {
+            forward_bot_messages: true,
+            reorder_window_ms: 0,
+        }
+    }
+}
+
+impl EventRules {
+    /// The tenant's rules; the defaults when its config cannot be read.
+    pub async fn of(deps: &Deps, tenant: &Tenant) -> Self {
+        match deps.secrets.runtime(tenant).await {
+            Ok(r) => Self {
+                forward_bot_messages: r.forward_bot_messages,
+                reorder_window_ms: r.agent_reorder_window_ms.min(crate::reorder::MAX_WINDOW_MS),
+            },
+            Err(_) => Self::default(),
+        }
+    }
+}
 
 fn agent_json(agent: &AgentInfo, fallback: &Value) -> Value {
     let name = agent
@@ -96,6 +127,7 @@ pub fn decide(
             text,
             agent,
             from_bot,
+            ..
         } => {
             if *from_bot && !forward_bot_messages {
                 return (vec![], SessionChange::default());
@@ -184,13 +216,83 @@ pub enum Applied {
     UnknownConversation,
 }
 
+/// [`decide`], plus the reorder window: an agent message with the platform's
+/// time is held (its client event goes into [`SessionChange::hold`]); an agent
+/// leaving, or a message that implies a join or a transfer, releases
+/// everything held first. `now_ms` opens the window.
+pub fn decide_with_window(
+    session: &SessionRecord,
+    kind: &ProviderEventKind,
+    rules: EventRules,
+    now_ms: i64,
+) -> (Vec<NewEvent>, SessionChange) {
+    let (mut events, mut change) = decide(session, kind, rules.forward_bot_messages);
+    match kind {
+        ProviderEventKind::AgentMessage {
+            sent_at_ms: Some(sent_at_ms),
+            ..
+        } if rules.reorder_window_ms > 0 => {
+            match events.as_slice() {
+                [only] if only.event_type == ClientEventType::LiveAgentMessage => {
+                    change.hold = Some(HeldEvent {
+                        sent_at_ms: *sent_at_ms,
+                        release_at_ms: now_ms + rules.reorder_window_ms as i64,
+                        event: events.pop().expect("one event"),
+                    });
+                }
+                // An inferred join or transfer comes with it: what is held
+                // belongs before that boundary, and this message after it.
+                [_, ..] => change.release_all = true,
+                [] => {}
+            }
+        }
+        ProviderEventKind::AgentLeft { .. } => change.release_all = true,
+        _ => {}
+    }
+    (events, change)
+}
+
+/// Releases the session's held agent messages that are due and pushes them;
+/// writes nothing when none is due. Returns the client events appended.
+pub async fn release_due(
+    deps: &Deps,
+    tenant: &Tenant,
+    session: &crate::domain::SessionId,
+) -> Result<usize> {
+    let Some(current) = deps.store.get_session(tenant, session).await? else {
+        return Ok(0);
+    };
+    if crate::reorder::next_due(&current.held).is_none_or(|due| due > now_ms()) {
+        return Ok(0);
+    }
+    let outcome = deps
+        .store
+        .append_from(tenant, session, Some(current), None, |_| {
+            Ok((vec![], SessionChange::default()))
+        })
+        .await?;
+    let AppendOutcome::Appended {
+        session: after,
+        events,
+    } = outcome
+    else {
+        return Ok(0);
+    };
+    if !events.is_empty() {
+        record_relayed(deps, &after, &events).await;
+        deps.push_appended(tenant, &after.session_id, after.delivered_seq, &events)
+            .await;
+    }
+    Ok(events.len())
+}
+
 /// Stores one platform event exactly once and pushes the client events it implies.
 pub async fn apply_event(
     deps: &Deps,
     tenant: &Tenant,
     key: IntegrationKey,
     event: &ProviderEvent,
-    forward_bot_messages: bool,
+    rules: EventRules,
 ) -> Result<Applied> {
     let session = match &event.conversation {
         ConversationRef::Provider(cid) => deps.store.find_by_conversation(tenant, key, cid).await?,
@@ -221,7 +323,7 @@ pub async fn apply_event(
             &session.session_id,
             Some(session.clone()),
             (!resume).then_some((key, event.dedupe_key.as_str())),
-            |current| Ok(decide(current, &event.kind, forward_bot_messages)),
+            |current| Ok(decide_with_window(current, &event.kind, rules, now_ms())),
         )
         .await?;
     match outcome {
@@ -441,14 +543,11 @@ async fn verify_and_store(
         Ok(evs) => evs,
         Err(e) => return WebhookResponse::error(400, "malformed", &e.to_string()),
     };
-    let forward_bot = match deps.secrets.runtime(&tenant).await {
-        Ok(r) => r.forward_bot_messages,
-        Err(_) => true,
-    };
+    let rules = EventRules::of(deps, &tenant).await;
     let mut stored = 0;
     let mut duplicates = 0;
     for event in &events {
-        match apply_event(deps, &tenant, key, event, forward_bot).await {
+        match apply_event(deps, &tenant, key, event, rules).await {
             Ok(Applied::Duplicate) => duplicates += 1,
             Ok(_) => stored += 1,
             Err(e) => {
@@ -514,12 +613,74 @@ mod tests {
     }
 
     #[test]
+    fn the_window_holds_a_timed_agent_message_but_not_across_a_join() {
+        let msg = |sent_at_ms| ProviderEventKind::AgentMessage {
+            message_id: "m1".into(),
+            text: "hi".into(),
+            agent: sam(),
+            from_bot: false,
+            sent_at_ms,
+        };
+        let on = EventRules {
+            reorder_window_ms: 800,
+            ..EventRules::default()
+        };
+        let active = session(SessionState::Active);
+        let (evs, change) = decide_with_window(&active, &msg(Some(40)), on, 1_000);
+        assert!(evs.is_empty() && !change.release_all);
+        let held = change.hold.expect("held");
+        assert_eq!((held.sent_at_ms, held.release_at_ms), (40, 1_800));
+        assert_eq!(held.event.event_type, ClientEventType::LiveAgentMessage);
+        assert_eq!(held.event.data["text"], "hi");
+        // With an inferred join: what is held goes first, then join and message.
+        let (evs, change) =
+            decide_with_window(&session(SessionState::Queued), &msg(Some(40)), on, 1_000);
+        assert_eq!(
+            types(&evs),
+            vec![
+                ClientEventType::LiveAgentJoined,
+                ClientEventType::LiveAgentMessage
+            ]
+        );
+        assert!(change.hold.is_none() && change.release_all);
+        assert_eq!(change.state, Some(SessionState::Active));
+        // No platform time, or no window: appended at once, as decide does.
+        for (kind, rules) in [(msg(None), on), (msg(Some(40)), EventRules::default())] {
+            let (evs, change) = decide_with_window(&active, &kind, rules, 1_000);
+            assert_eq!(types(&evs), vec![ClientEventType::LiveAgentMessage]);
+            assert!(change.hold.is_none());
+        }
+        // A bot message the tenant drops is not held either.
+        let bot = ProviderEventKind::AgentMessage {
+            message_id: "b1".into(),
+            text: "menu".into(),
+            agent: AgentInfo::default(),
+            from_bot: true,
+            sent_at_ms: Some(40),
+        };
+        let rules = EventRules {
+            forward_bot_messages: false,
+            ..on
+        };
+        let (evs, change) = decide_with_window(&active, &bot, rules, 1_000);
+        assert!(evs.is_empty() && change.hold.is_none());
+        // An agent leaving flushes what is held before its own event.
+        let left = ProviderEventKind::AgentLeft {
+            agent: sam(),
+            transfer: false,
+        };
+        let (_, change) = decide_with_window(&active, &left, on, 1_000);
+        assert!(change.release_all);
+    }
+
+    #[test]
     fn message_before_join_infers_join_once() {
         let kind = ProviderEventKind::AgentMessage {
             message_id: "m1".into(),
             text: "hi".into(),
             agent: sam(),
             from_bot: false,
+            sent_at_ms: None,
         };
         let (evs, change) = decide(&session(SessionState::Queued), &kind, true);
         assert_eq!(
@@ -548,6 +709,7 @@ mod tests {
             text: "Kim here".into(),
             agent: kim,
             from_bot: false,
+            sent_at_ms: None,
         };
         let (evs, change) = decide(&s, &kind, true);
         assert_eq!(
@@ -568,6 +730,7 @@ mod tests {
                 text: "x".into(),
                 agent: sam(),
                 from_bot: false,
+                sent_at_ms: None,
             },
             true,
         );
@@ -597,6 +760,7 @@ mod tests {
             text: "menu".into(),
             agent: AgentInfo::default(),
             from_bot: true,
+            sent_at_ms: None,
         };
         assert!(decide(&session(SessionState::Queued), &kind, false)
             .0
@@ -744,13 +908,8 @@ pub async fn handle_stream_event(deps: &Deps, event: &Value) -> Result<StreamRep
             report.rejected += 1;
             continue;
         }
-        let forward_bot = deps
-            .secrets
-            .runtime(&tenant)
-            .await
-            .map(|r| r.forward_bot_messages)
-            .unwrap_or(true);
-        match apply_event(deps, &tenant, key, &event, forward_bot).await? {
+        let rules = EventRules::of(deps, &tenant).await;
+        match apply_event(deps, &tenant, key, &event, rules).await? {
             Applied::Duplicate => report.duplicates += 1,
             _ => report.stored += 1,
         }

@@ -18,7 +18,7 @@ use crate::providers::{Provider, ProviderCtx};
 use crate::store::{AppendOutcome, SessionChange, SessionRecord};
 use crate::time::now_ms;
 
-use super::inbound::{apply_event, end_change, end_event, Applied};
+use super::inbound::{apply_event, end_change, end_event, release_due, Applied, EventRules};
 use super::Deps;
 
 /// Sessions pushed per sweep.
@@ -33,10 +33,14 @@ pub struct PollerTuning {
     pub hold: Duration,
     /// How often the list of watched sessions and the push sweep are refreshed.
     pub refresh: Duration,
+    /// How long held agent messages are released (at least `hold`): past
+    /// the hold, so they need not wait for the next scheduled invocation.
+    pub release: Duration,
 }
 
 impl PollerTuning {
-    /// `POLLER_HOLD_SECONDS` (default 50), `POLLER_REFRESH_MS` (default 2000).
+    /// `POLLER_HOLD_SECONDS` (default 50), `POLLER_REFRESH_MS` (default 2000),
+    /// `POLLER_RELEASE_SECONDS` (default: the hold).
     pub fn from_env() -> Self {
         let num = |k: &str, d: u64| {
             std::env::var(k)
@@ -44,9 +48,11 @@ impl PollerTuning {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(d)
         };
+        let hold = num("POLLER_HOLD_SECONDS", 50);
         Self {
-            hold: Duration::from_secs(num("POLLER_HOLD_SECONDS", 50)),
+            hold: Duration::from_secs(hold),
             refresh: Duration::from_millis(num("POLLER_REFRESH_MS", 2000).max(100)),
+            release: Duration::from_secs(num("POLLER_RELEASE_SECONDS", hold).max(hold)),
         }
     }
 }
@@ -62,6 +68,8 @@ pub struct PollReport {
     pub queued_sent: usize,
     /// Pending handoffs opened or given up on.
     pub starts_settled: usize,
+    /// Held agent messages released (client events appended).
+    pub released: usize,
 }
 
 /// Pushes every session's due backlog once.
@@ -93,6 +101,37 @@ pub async fn sweep_pushes(deps: &Deps) -> Result<usize> {
         }
     }
     Ok(pushed)
+}
+
+/// Releases every session's due held agent messages once.
+pub async fn release_holds(deps: &Deps) -> Result<usize> {
+    let due = deps
+        .store
+        .sessions_with_due_holds(now_ms(), SWEEP_BATCH)
+        .await?;
+    let mut released = 0;
+    for (tenant, session) in due {
+        match release_due(deps, &tenant, &session).await {
+            Ok(n) => released += n,
+            Err(e) => {
+                tracing::warn!(tenant = %tenant, session = %session, error = %e, "releasing held messages failed")
+            }
+        }
+    }
+    Ok(released)
+}
+
+/// Releases due holds every [`crate::reorder::RELEASE_TICK`] until `deadline`.
+async fn release_holds_until(deps: Arc<Deps>, deadline: Instant) -> usize {
+    let mut released = 0;
+    while Instant::now() < deadline {
+        match release_holds(&deps).await {
+            Ok(n) => released += n,
+            Err(e) => tracing::warn!(error = %e, "listing due holds failed"),
+        }
+        tokio::time::sleep(crate::reorder::RELEASE_TICK).await;
+    }
+    released
 }
 
 /// Ends open sessions older than their tenant's maximum age (`ended_by: timeout`).
@@ -164,6 +203,11 @@ pub async fn run(deps: Arc<Deps>, tuning: PollerTuning) -> Result<PollReport> {
     // Start retries and queue drains wait on platforms that may be down: they
     // run beside the loop (one round at a time) so sweeps and holds go on.
     let mut outage_work: Option<tokio::task::JoinHandle<(usize, usize)>> = None;
+    // Held agent messages must not wait for the next refresh.
+    let releaser = tokio::spawn(release_holds_until(
+        deps.clone(),
+        Instant::now() + tuning.release.max(tuning.hold),
+    ));
 
     loop {
         let mut retry_lists = Vec::new();
@@ -257,6 +301,7 @@ pub async fn run(deps: Arc<Deps>, tuning: PollerTuning) -> Result<PollReport> {
     }
     drop(held);
     while tasks.join_next().await.is_some() {}
+    report.released += releaser.await.unwrap_or_default();
     if let Some(h) = outage_work.take() {
         let (settled, sent) = h.await.unwrap_or_default();
         report.starts_settled += settled;
@@ -301,12 +346,7 @@ async fn hold_tenant(
 ) {
     let key = provider.key();
     let (sink, mut events) = mpsc::channel(SINK_CAPACITY);
-    let forward_bot = deps
-        .secrets
-        .runtime(&tenant)
-        .await
-        .map(|r| r.forward_bot_messages)
-        .unwrap_or(true);
+    let rules = EventRules::of(&deps, &tenant).await;
     let consumer = {
         let deps = deps.clone();
         let tenant = tenant.clone();
@@ -314,7 +354,7 @@ async fn hold_tenant(
             while let Some(ev) = events.recv().await {
                 // A failed store is retried: the platform will not send it again.
                 for attempt in 0..5u32 {
-                    match apply_event(&deps, &tenant, key, &ev, forward_bot).await {
+                    match apply_event(&deps, &tenant, key, &ev, rules).await {
                         Ok(Applied::Stored(_)) | Ok(Applied::UnknownConversation) => {
                             applied.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             break;

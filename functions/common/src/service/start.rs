@@ -304,7 +304,7 @@ async fn open(
                     provider_conversation_id: Some(opened.conversation_id.clone()),
                     provider_data: Some(opened.provider_data.clone()),
                     start_result: Some(result),
-                    ended_by: None,
+                    ..Default::default()
                 },
             ))
         })

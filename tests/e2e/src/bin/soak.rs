@@ -15,6 +15,8 @@
 //! Fault knobs: `SOAK_API_429_RATIO`, `SOAK_API_5XX_RATIO` (0.1 each),
 //! `SOAK_WEBHOOK_DUPLICATE_RATIO` (0.3), `SOAK_WEBHOOK_REORDER_RATIO` (0.1),
 //! `SOAK_CALLBACK_FAIL_RATIO` (0.1), `SOAK_STREAM_DROP_SECS` (15; 0 = off).
+//! The soak's tenants set `agent_reorder_window_ms` to
+//! `SOAK_REORDER_WINDOW_MS` (1000), so held-back webhooks are put back in order.
 //! Exit status 1 when anything was lost, duplicated, out of order or not ended.
 
 use std::collections::{BTreeMap, HashMap};
@@ -496,9 +498,12 @@ async fn main() {
         a.seed
     );
     let callback_fail = knob("SOAK_CALLBACK_FAIL_RATIO", 0.1);
+    let window = knob("SOAK_REORDER_WINDOW_MS", 1000.0) as u64;
+    println!("tenants' agent_reorder_window_ms: {window}");
     let mut tenants = Vec::new();
     for p in Platform::ALL {
-        let t = TestTenant::on(p, "live").await;
+        let runtime = json!({"agent_reorder_window_ms": window});
+        let t = TestTenant::with_runtime(p, "live", runtime).await;
         t.received.lock().unwrap().fail_ratio = callback_fail;
         let applied = set_faults(&t, a.seed).await;
         println!(

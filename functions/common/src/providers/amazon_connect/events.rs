@@ -6,6 +6,7 @@ use serde_json::Value;
 use crate::error::{HandoffError, Result};
 use crate::events::EndedBy;
 use crate::providers::{AgentInfo, ConversationRef, ProviderEvent, ProviderEventKind};
+use crate::time::parse_rfc3339_ms;
 
 const EVENT_PREFIX: &str = "application/vnd.amazonaws.connect.event.";
 
@@ -58,6 +59,7 @@ pub fn parse_item(item: &Value, visibility: Option<&str>) -> Result<ProviderEven
                     text,
                     agent,
                     from_bot: role != "AGENT" && role != "SUPERVISOR",
+                    sent_at_ms: item["AbsoluteTime"].as_str().and_then(parse_rfc3339_ms),
                 }
             }
         }

@@ -11,6 +11,7 @@ use crate::providers::{
     AgentInfo, ConversationRef, ProviderEvent, ProviderEventKind, WebhookRejection,
 };
 use crate::signature::verify_sha256_header;
+use crate::time::parse_rfc3339_ms;
 
 use super::api::GenesysCredentials;
 
@@ -52,6 +53,8 @@ struct Channel {
     message_id: Option<String>,
     to: Option<Party>,
     from: Option<Party>,
+    /// When the message was sent (RFC 3339).
+    time: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -130,6 +133,9 @@ pub fn parse(body: &[u8]) -> Result<Vec<ProviderEvent>> {
                     text,
                     agent,
                     from_bot: msg.originating_entity.as_deref() == Some("Bot"),
+                    sent_at_ms: channel
+                        .and_then(|c| c.time.as_deref())
+                        .and_then(parse_rfc3339_ms),
                 }
             }
         }
@@ -241,11 +247,13 @@ mod tests {
                 text,
                 agent,
                 from_bot,
+                sent_at_ms,
                 ..
             } => {
                 assert_eq!(text, "Hi Ada, I can help");
                 assert_eq!(agent.display_name.as_deref(), Some("Sam"));
                 assert!(!from_bot);
+                assert_eq!(*sent_at_ms, Some(1_774_444_805_493), "channel.time");
             }
             other => panic!("unexpected {other:?}"),
         }

@@ -20,7 +20,7 @@ use crate::providers::{
     AgentInfo, ConversationRef, ProviderEvent, ProviderEventKind, WebhookRejection, WebhookRequest,
 };
 use crate::signature::{hmac_sha256, secret_matches};
-use crate::time::{now_ms, rfc3339_ms};
+use crate::time::{now_ms, parse_rfc3339_ms, rfc3339_ms};
 
 use super::api::{decode_segment, id_string, NiceCredentials};
 use super::U_BYOC_TOKEN_SECS;
@@ -340,6 +340,10 @@ fn outbound_event(body: &Value, thread: &str) -> ProviderEvent {
             text,
             agent,
             from_bot,
+            sent_at_ms: body["createdAtWithMilliseconds"]
+                .as_str()
+                .or(body["createdAt"].as_str())
+                .and_then(parse_rfc3339_ms),
         }
     };
     ProviderEvent {
@@ -648,6 +652,7 @@ mod tests {
             text,
             agent,
             from_bot,
+            sent_at_ms,
         } = &evs[0].kind
         else {
             panic!("{:?}", evs[0].kind)
@@ -656,6 +661,8 @@ mod tests {
         assert_eq!(agent.id.as_deref(), Some("55"));
         assert_eq!(agent.display_name.as_deref(), Some("Sam"));
         assert!(!from_bot);
+        assert_eq!(*sent_at_ms, parse_rfc3339_ms("2026-11-23T10:01:02.123Z"));
+        assert!(sent_at_ms.is_some());
         assert_eq!(evs[0].dedupe_key, format!("message:{message_id}"));
         // A redelivery is the same message; our answer names the same id.
         assert_eq!(parse(&req(&none, &body, path)).unwrap(), evs);

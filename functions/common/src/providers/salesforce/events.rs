@@ -97,6 +97,9 @@ pub fn map_entry(
         display_name: entry["senderDisplayName"].as_str().map(str::to_owned),
     };
     let p = payload(entry);
+    let sent_at_ms = entry["transcriptedTimestamp"]
+        .as_i64()
+        .or(entry["clientTimestamp"].as_i64());
     let one = |suffix: &str, kind: ProviderEventKind| ProviderEvent {
         dedupe_key: format!("entry:{conversation_id}:{identifier}{suffix}"),
         conversation: ConversationRef::Provider(conversation_id.to_owned()),
@@ -114,6 +117,7 @@ pub fn map_entry(
                         text,
                         agent: sender,
                         from_bot: role == "Chatbot",
+                        sent_at_ms,
                     }
                 }
                 ("Agent" | "Supervisor" | "Chatbot", None) => ProviderEventKind::AgentMessage {
@@ -127,6 +131,7 @@ pub fn map_entry(
                     ),
                     agent: sender,
                     from_bot: role == "Chatbot",
+                    sent_at_ms,
                 },
                 _ => ProviderEventKind::Ignored("system or router message"),
             }
@@ -274,7 +279,7 @@ mod tests {
         assert_eq!(evs[0].dedupe_key, format!("entry:{CID}:e-1"));
         assert_eq!(evs[0].conversation, ConversationRef::Provider(CID.into()));
         assert!(
-            matches!(&evs[0].kind, ProviderEventKind::AgentMessage { message_id, text, agent, from_bot: false }
+            matches!(&evs[0].kind, ProviderEventKind::AgentMessage { message_id, text, agent, from_bot: false, .. }
             if message_id == "e-1" && text == "Hi, I'm Ada" && agent.display_name.as_deref() == Some("Ada (Agent)"))
         );
 

@@ -187,6 +187,10 @@ pub fn parse(body: &[u8]) -> Result<Vec<ProviderEvent>> {
                     text,
                     agent,
                     from_bot,
+                    // Epoch ms; the envelope's time when the message has none.
+                    sent_at_ms: message["timestamp"]
+                        .as_i64()
+                        .or(envelope["comciscotimestamp"].as_i64()),
                 },
             )])
         }
@@ -328,7 +332,9 @@ mod tests {
                 text,
                 agent,
                 from_bot,
+                sent_at_ms,
             } => {
+                assert_eq!(*sent_at_ms, Some(1), "the message's own time");
                 assert_eq!(message_id, "a-9");
                 assert_eq!(text, "Hello Ada\n[x.pdf] https://f/x.pdf");
                 assert_eq!(agent.id.as_deref(), Some("ag-7"));

@@ -10,6 +10,7 @@ use crate::providers::{
     AgentInfo, ConversationRef, ProviderEvent, ProviderEventKind, WebhookRejection,
 };
 use crate::signature::secret_matches;
+use crate::time::parse_rfc3339_ms;
 
 use super::api::ZendeskCredentials;
 use super::U_OWN_POSTS_BY_SOURCE;
@@ -75,6 +76,7 @@ fn message_kind(message: &Value) -> ProviderEventKind {
         },
         // Triggers and automations are not a person.
         from_bot: agent_id.is_none_or(|a| a == "__trigger"),
+        sent_at_ms: message["received"].as_str().and_then(parse_rfc3339_ms),
     }
 }
 
