@@ -661,7 +661,11 @@ mod tests {
         assert_eq!(agent.id.as_deref(), Some("55"));
         assert_eq!(agent.display_name.as_deref(), Some("Sam"));
         assert!(!from_bot);
-        assert_eq!(*sent_at_ms, parse_rfc3339_ms("2026-11-23T10:01:02.123Z"));
+        assert_eq!(
+            *sent_at_ms,
+            Some(1_795_428_062_123),
+            "createdAtWithMilliseconds"
+        );
         assert!(sent_at_ms.is_some());
         assert_eq!(evs[0].dedupe_key, format!("message:{message_id}"));
         // A redelivery is the same message; our answer names the same id.
