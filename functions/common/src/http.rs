@@ -93,6 +93,20 @@ pub async fn send(
     }
 }
 
+/// A final 4xx that says there is nothing left to do (closing what the
+/// platform already closed), unlike 401/403 (our credentials) and 408/429
+/// (the platform was busy until the retries ran out: nothing was done).
+pub fn already_done(status: StatusCode) -> bool {
+    status.is_client_error()
+        && !matches!(
+            status,
+            StatusCode::UNAUTHORIZED
+                | StatusCode::FORBIDDEN
+                | StatusCode::REQUEST_TIMEOUT
+                | StatusCode::TOO_MANY_REQUESTS
+        )
+}
+
 /// Maps a final non-success status to an error.
 pub fn status_error(what: &str, status: StatusCode, body: &str) -> HandoffError {
     // Bodies of platform errors are short JSON; cap what we keep.
@@ -103,5 +117,30 @@ pub fn status_error(what: &str, status: StatusCode, body: &str) -> HandoffError 
         HandoffError::ProviderUnavailable(format!("{what}: {status}"))
     } else {
         HandoffError::ProviderRejected(format!("{what}: {status}: {body}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_settled_4xx_counts_as_already_done() {
+        for done in [400, 404, 409, 410, 422] {
+            assert!(already_done(StatusCode::from_u16(done).unwrap()), "{done}");
+        }
+        // Busy until the retries ran out, our credentials, or no 4xx at all.
+        for not_done in [200, 401, 403, 408, 429, 500, 503] {
+            assert!(
+                !already_done(StatusCode::from_u16(not_done).unwrap()),
+                "{not_done}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_final_429_is_an_outage_not_a_rejection() {
+        let e = status_error("close", StatusCode::TOO_MANY_REQUESTS, "");
+        assert!(matches!(e, HandoffError::ProviderUnavailable(_)), "{e:?}");
     }
 }

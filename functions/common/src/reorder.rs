@@ -12,7 +12,10 @@
 //! session (a webhook, a customer message, an end), or the notification
 //! poller, which looks for due holds every [`RELEASE_TICK`]. An agent leaving
 //! and every end releases all held messages first, so none is lost and none
-//! comes after `SESSION_END`. A dedupe key is stored when the message is held,
+//! comes after `SESSION_END`. A message that implies a join or a transfer
+//! releases what was held before it, its join goes out at once, and the
+//! message itself is held behind it (the agent's first message overtaken by
+//! the second still reaches the widget first). A dedupe key is stored when the message is held,
 //! so a redelivery during the window is a duplicate as usual.
 
 use serde::{Deserialize, Serialize};

@@ -403,7 +403,8 @@ pub struct SessionChange {
     pub ended_by: Option<EndedBy>,
     /// Hold this agent message in the reorder window instead of appending it.
     pub hold: Option<HeldEvent>,
-    /// Release every held message first (an agent left; ends do it anyway).
+    /// Release every message held so far first (an agent left, a join or a
+    /// transfer); `hold` is kept behind them. Ends release everything anyway.
     pub release_all: bool,
 }
 
@@ -675,11 +676,18 @@ impl Store {
         next.version = current.version + 1;
         next.updated_at_ms = now;
         // Reorder window: held agent messages whose time has come go first.
-        let mut pending = current.held.clone();
-        pending.extend(change.hold.clone());
-        let all =
-            change.release_all || next.state.is_terminal() || pending.len() > reorder::MAX_HELD;
-        let (released, keep) = reorder::release(&pending, now, all);
+        let terminal = next.state.is_terminal();
+        let (released, keep) = if change.release_all && !terminal {
+            // Everything held belongs before the boundary this change makes
+            // (an agent left, a join or transfer); a new hold waits behind it.
+            let (out, _) = reorder::release(&current.held, now, true);
+            (out, change.hold.iter().cloned().collect())
+        } else {
+            let mut pending = current.held.clone();
+            pending.extend(change.hold.clone());
+            let all = terminal || pending.len() > reorder::MAX_HELD;
+            reorder::release(&pending, now, all)
+        };
         next.held = keep;
         let events: Vec<NewEvent> = released
             .into_iter()

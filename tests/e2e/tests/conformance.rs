@@ -192,6 +192,39 @@ async fn user_end_closes_on_the_platform(p: Platform) {
     );
 }
 
+/// The platform answers 429 to every call until the relay's retries run out:
+/// the end fails (the runtime retries it) and nothing reads as ended, on
+/// either side, until the platform has really closed the conversation.
+async fn a_user_end_the_platform_refuses_is_not_reported_ended(p: Platform) {
+    let t = TestTenant::on(p, "live").await;
+    let (session, cid) = t.accepted().await;
+    t.faults(json!({"api_429_for_secs": 60})).await;
+    let request = json!({"tenant": t.tenant_json(), "session_id": session,
+        "reason": "USER_END_SESSION"});
+    let refused = t.try_invoke("end-session", &request).await.unwrap();
+    t.faults(json!({"api_429_for_secs": 0})).await;
+    assert_eq!(
+        refused["error"]["code"], "provider_unavailable",
+        "{refused}"
+    );
+    assert!(!t.types(&session).iter().any(|e| e == "SESSION_END"));
+    let conv = t.conversation_by_id(&cid).await.unwrap();
+    assert_ne!(conv["customer_connected"], false, "{conv}");
+    // The runtime's retry, once the platform answers again.
+    let ended = t.end(&session).await;
+    assert_eq!(
+        (ended["status"].as_str(), ended["ended_by"].as_str()),
+        (Some("ended"), Some("user")),
+        "{ended}"
+    );
+    t.wait_conversation_id(&cid, "customer disconnected", |c| {
+        c["customer_connected"] == false
+    })
+    .await;
+    let end = t.wait_event(&session, "SESSION_END", |_| true).await;
+    assert_eq!(end.data["ended_by"], "user");
+}
+
 async fn platform_faults_are_retried_without_duplicates(p: Platform) {
     let t = TestTenant::on(p, "live").await;
     let (session, cid) = t.accepted().await;
@@ -304,6 +337,37 @@ async fn held_back_deliveries_reach_the_widget_in_the_platforms_order(p: Platfor
     }
     assert_eq!(agent_message_ids(&t, &session, &sent), sent);
     assert_gap_free(&t.events(&session));
+}
+
+/// The agent's first message is overtaken by the second, which then implies
+/// the join (Zendesk has no join signal; elsewhere the signal may come later):
+/// the widget still gets the join first, then the messages in the platform's order.
+async fn an_agents_first_messages_keep_their_order_behind_an_implied_join(p: Platform) {
+    let t = TestTenant::with_runtime(p, "live", json!({"agent_reorder_window_ms": 1500})).await;
+    let (session, cid) = t.handed_off().await;
+    t.agent(&cid, "accept", json!({"agent_name": "Sam"})).await;
+    t.faults(json!({"webhook_out_of_order_next": 1})).await;
+    let sent = agent_sends(&t, &cid, 3).await;
+    for id in &sent {
+        t.wait_event(&session, "LIVE_AGENT_MESSAGE", |e| {
+            e.data["message_id"] == id.as_str()
+        })
+        .await;
+    }
+    assert_eq!(agent_message_ids(&t, &session, &sent), sent);
+    let events = t.events(&session);
+    let seq_of = |ty: &str| {
+        events
+            .iter()
+            .find(|e| e.event_type.as_str() == ty)
+            .unwrap_or_else(|| panic!("no {ty}: {events:?}"))
+            .seq
+    };
+    assert!(
+        seq_of("LIVE_AGENT_JOINED") < seq_of("LIVE_AGENT_MESSAGE"),
+        "join first: {events:?}"
+    );
+    assert_gap_free(&events);
 }
 
 async fn an_end_releases_held_messages_before_session_end(p: Platform) {
@@ -451,6 +515,10 @@ macro_rules! conformance {
                 super::user_end_closes_on_the_platform(P).await
             }
             #[tokio::test]
+            async fn a_user_end_the_platform_refuses_is_not_reported_ended() {
+                super::a_user_end_the_platform_refuses_is_not_reported_ended(P).await
+            }
+            #[tokio::test]
             async fn platform_faults_are_retried_without_duplicates() {
                 super::platform_faults_are_retried_without_duplicates(P).await
             }
@@ -461,6 +529,10 @@ macro_rules! conformance {
             #[tokio::test]
             async fn held_back_deliveries_reach_the_widget_in_the_platforms_order() {
                 super::held_back_deliveries_reach_the_widget_in_the_platforms_order(P).await
+            }
+            #[tokio::test]
+            async fn an_agents_first_messages_keep_their_order_behind_an_implied_join() {
+                super::an_agents_first_messages_keep_their_order_behind_an_implied_join(P).await
             }
             #[tokio::test]
             async fn an_end_releases_held_messages_before_session_end() {

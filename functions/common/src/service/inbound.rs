@@ -219,7 +219,8 @@ pub enum Applied {
 /// [`decide`], plus the reorder window: an agent message with the platform's
 /// time is held (its client event goes into [`SessionChange::hold`]); an agent
 /// leaving, or a message that implies a join or a transfer, releases
-/// everything held first. `now_ms` opens the window.
+/// everything held before it first (the implied join goes out at once, the
+/// message is held behind it). `now_ms` opens the window.
 pub fn decide_with_window(
     session: &SessionRecord,
     kind: &ProviderEventKind,
@@ -231,20 +232,21 @@ pub fn decide_with_window(
         ProviderEventKind::AgentMessage {
             sent_at_ms: Some(sent_at_ms),
             ..
-        } if rules.reorder_window_ms > 0 => {
-            match events.as_slice() {
-                [only] if only.event_type == ClientEventType::LiveAgentMessage => {
-                    change.hold = Some(HeldEvent {
-                        sent_at_ms: *sent_at_ms,
-                        release_at_ms: now_ms + rules.reorder_window_ms as i64,
-                        event: events.pop().expect("one event"),
-                    });
-                }
-                // An inferred join or transfer comes with it: what is held
-                // belongs before that boundary, and this message after it.
-                [_, ..] => change.release_all = true,
-                [] => {}
-            }
+        } if rules.reorder_window_ms > 0
+            && events
+                .last()
+                .is_some_and(|e| e.event_type == ClientEventType::LiveAgentMessage) =>
+        {
+            // An inferred join or transfer comes with it: what is held
+            // belongs before that boundary, which goes out now; this message
+            // waits behind it, so an earlier one of the same agent delivered
+            // late still goes first.
+            change.release_all = events.len() > 1;
+            change.hold = Some(HeldEvent {
+                sent_at_ms: *sent_at_ms,
+                release_at_ms: now_ms + rules.reorder_window_ms as i64,
+                event: events.pop().expect("checked above"),
+            });
         }
         ProviderEventKind::AgentLeft { .. } => change.release_all = true,
         _ => {}
@@ -613,7 +615,7 @@ mod tests {
     }
 
     #[test]
-    fn the_window_holds_a_timed_agent_message_but_not_across_a_join() {
+    fn the_window_holds_a_timed_agent_message_behind_a_join_it_implies() {
         let msg = |sent_at_ms| ProviderEventKind::AgentMessage {
             message_id: "m1".into(),
             text: "hi".into(),
@@ -632,17 +634,14 @@ mod tests {
         assert_eq!((held.sent_at_ms, held.release_at_ms), (40, 1_800));
         assert_eq!(held.event.event_type, ClientEventType::LiveAgentMessage);
         assert_eq!(held.event.data["text"], "hi");
-        // With an inferred join: what is held goes first, then join and message.
+        // With an inferred join: what is held goes first, then the join; the
+        // message waits behind it (an earlier one may still be on its way).
         let (evs, change) =
             decide_with_window(&session(SessionState::Queued), &msg(Some(40)), on, 1_000);
-        assert_eq!(
-            types(&evs),
-            vec![
-                ClientEventType::LiveAgentJoined,
-                ClientEventType::LiveAgentMessage
-            ]
-        );
-        assert!(change.hold.is_none() && change.release_all);
+        assert_eq!(types(&evs), vec![ClientEventType::LiveAgentJoined]);
+        assert!(change.release_all);
+        let held = change.hold.expect("the message is held behind the join");
+        assert_eq!(held.event.data["text"], "hi");
         assert_eq!(change.state, Some(SessionState::Active));
         // No platform time, or no window: appended at once, as decide does.
         for (kind, rules) in [(msg(None), on), (msg(Some(40)), EventRules::default())] {

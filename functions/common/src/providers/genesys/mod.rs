@@ -18,7 +18,7 @@
 //!   inbound-message flow routes on); the transcript goes as the first message.
 //! * [`U_TYPING_OFF_IS_NOOP`]: Genesys has no "typing off" event; `typing:false` sends nothing.
 //! * [`U_DISCONNECT_4XX_IS_DONE`]: a 4xx on disconnecting an already-ended
-//!   conversation counts as done.
+//!   conversation counts as done (not 401/403/408/429: see `http::already_done`).
 //! * Agent display name from `GET /api/v2/users/{id}`; typing `duration` ignored.
 //! * `customer.end` after our own disconnect is reported as `ended_by: user`
 //!   (we mark the session `end_requested` before disconnecting).
@@ -27,7 +27,6 @@ pub mod api;
 pub mod notifications;
 pub mod webhook;
 
-use reqwest::StatusCode;
 use serde_json::{json, Map, Value};
 
 use crate::domain::IntegrationKey;
@@ -197,11 +196,7 @@ impl Provider for Genesys {
         }
         let pid = customer["id"].as_str().unwrap_or_default();
         let status = api.disconnect_participant(cid, pid).await?;
-        if status.is_success()
-            || (U_DISCONNECT_4XX_IS_DONE
-                && status.is_client_error()
-                && status != StatusCode::UNAUTHORIZED)
-        {
+        if status.is_success() || (U_DISCONNECT_4XX_IS_DONE && crate::http::already_done(status)) {
             Ok(())
         } else {
             Err(crate::http::status_error(

@@ -347,7 +347,7 @@ impl<'a> DfoApi<'a> {
                 Some(&json!({"status": status})),
             )
             .await?;
-        if code.is_success() || code.is_client_error() && code != StatusCode::UNAUTHORIZED {
+        if code.is_success() || http::already_done(code) {
             return Ok(code);
         }
         Err(http::status_error(

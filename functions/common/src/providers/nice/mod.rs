@@ -52,7 +52,7 @@
 //!   user→null = left, status `resolved|closed|trashed` = ended (`agent` when
 //!   assigned, else `system`), 404 = ended (`system`).
 //! * [`U_CLOSE_4XX_IS_DONE`]: closing answered 404 or another 4xx (already
-//!   closed) counts as done.
+//!   closed) counts as done (not 401/403/408/429: see `http::already_done`).
 //! * Agent message id: no event id is documented, so
 //!   [`webhook::outbound_message_id`] digests thread, author, time and text;
 //!   two identical texts by one agent with no timestamp would collapse [U].

@@ -391,6 +391,49 @@ async fn typing_end_and_reconcile() {
     assert_eq!(close.body, r#"{"status":"closed"}"#);
 }
 
+/// A close the platform answered 429 to until the retries ran out did
+/// nothing: the end must fail (and be retried), not count as closed.
+#[tokio::test]
+async fn a_close_refused_with_429_is_not_an_end() {
+    let (base, log) = scripted(|req, _| match (req.method.as_str(), req.path.as_str()) {
+        ("PUT", "/dfo/3.0/contacts/5001/status") => (429, json!({"error": "slow down"})),
+        _ => (404, Value::Null),
+    })
+    .await;
+    let creds = secret(&base);
+    let http = reqwest::Client::new();
+    let refreshed = Default::default();
+    let t = tenant();
+    let ctx = ProviderCtx {
+        tenant: &t,
+        credentials: &creds,
+        http: &http,
+        refreshed: &refreshed,
+    };
+    let mut session = SessionRecord::new(
+        t.clone(),
+        SessionId::parse("conv-1").unwrap(),
+        IntegrationKey::Nice,
+        json!({}),
+    );
+    session.provider_conversation_id = Some("5001".into());
+    let err = Nice::new().end(&ctx, &session).await.unwrap_err();
+    assert!(
+        matches!(err, HandoffError::ProviderUnavailable(_)),
+        "{err:?}"
+    );
+    let closes = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.path.ends_with("/status"))
+        .count();
+    assert!(
+        closes > 1,
+        "the close was retried before giving up: {closes}"
+    );
+}
+
 #[test]
 fn routing_hints_and_contact_ids() {
     let skills = HashMap::from([("billing".to_owned(), 77)]);

@@ -43,7 +43,7 @@
 //!   names are likely refused. Values are cut to [`MAX_ATTRIBUTE_CHARS`].
 //! * [`U_NO_SSE_BEFORE_CREATE`]: the conversation is created without first
 //!   opening a stream (one third-party report says it may be needed).
-//! * [`U_CLOSE_4XX_IS_DONE`]: closing answered 4xx (other than 401/403) means
+//! * [`U_CLOSE_4XX_IS_DONE`]: closing answered 4xx (other than 401/403/408/429) means
 //!   already closed; an anonymous token past its `exp` cannot close anything,
 //!   so user end then counts as done (the platform's inactivity timeout ends it).
 //! * [`U_TOKEN_EARLY_REFRESH_SECS`]: verified tokens are re-minted 60 s
@@ -64,7 +64,6 @@ pub mod notifications;
 #[cfg(test)]
 mod stub_tests;
 
-use reqwest::StatusCode;
 use serde_json::{json, Map, Value};
 
 use crate::domain::IntegrationKey;
@@ -246,12 +245,7 @@ impl Provider for Salesforce {
             }
             Err(e) => return Err(e),
         };
-        if status.is_success()
-            || (U_CLOSE_4XX_IS_DONE
-                && status.is_client_error()
-                && status != StatusCode::UNAUTHORIZED
-                && status != StatusCode::FORBIDDEN)
-        {
+        if status.is_success() || (U_CLOSE_4XX_IS_DONE && crate::http::already_done(status)) {
             Ok(())
         } else {
             Err(crate::http::status_error(
