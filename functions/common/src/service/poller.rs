@@ -123,15 +123,32 @@ pub async fn release_holds(deps: &Deps) -> Result<usize> {
 
 /// Releases due holds every [`crate::reorder::RELEASE_TICK`] until `deadline`.
 async fn release_holds_until(deps: Arc<Deps>, deadline: Instant) -> usize {
-    let mut released = 0;
+    repeat_until(deadline, crate::reorder::RELEASE_TICK, move || {
+        let deps = deps.clone();
+        async move { release_holds(&deps).await }
+    })
+    .await
+}
+
+/// Runs `round` every `tick` until `deadline`, each round as its own task: a
+/// round that dies (a crash cut it short, a bug) is logged and the next one
+/// goes on, so one bad session cannot stop the work for the whole invocation.
+/// Returns the sum of what the rounds reported.
+async fn repeat_until<F, Fut>(deadline: Instant, tick: Duration, round: F) -> usize
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<usize>> + Send + 'static,
+{
+    let mut total = 0;
     while Instant::now() < deadline {
-        match release_holds(&deps).await {
-            Ok(n) => released += n,
-            Err(e) => tracing::warn!(error = %e, "listing due holds failed"),
+        match tokio::spawn(round()).await {
+            Ok(Ok(n)) => total += n,
+            Ok(Err(e)) => tracing::warn!(error = %e, "listing due holds failed"),
+            Err(e) => tracing::warn!(error = %e, "a release round died; the next goes on"),
         }
-        tokio::time::sleep(crate::reorder::RELEASE_TICK).await;
+        tokio::time::sleep(tick).await;
     }
-    released
+    total
 }
 
 /// Ends open sessions older than their tenant's maximum age (`ended_by: timeout`).
@@ -187,6 +204,17 @@ pub async fn expire_sessions(deps: &Deps, key: IntegrationKey, live: &[SessionRe
 
 struct Held {
     sessions: watch::Sender<Vec<SessionRecord>>,
+    task: tokio::task::AbortHandle,
+}
+
+/// Forgets holders whose task has ended before the deadline (it died, or
+/// idled out with nothing to watch), so the next refresh starts a new one for
+/// the tenant, which catches up from the platform as after any reconnect.
+/// Returns how many were forgotten.
+fn forget_ended<K: Eq + std::hash::Hash>(held: &mut HashMap<K, Held>) -> usize {
+    let before = held.len();
+    held.retain(|_, h| !h.task.is_finished());
+    before - held.len()
 }
 
 /// One invocation: sweep, expire, retry starts, drain queues, then hold
@@ -210,6 +238,14 @@ pub async fn run(deps: Arc<Deps>, tuning: PollerTuning) -> Result<PollReport> {
     ));
 
     loop {
+        let ended = forget_ended(&mut held);
+        if ended > 0 {
+            tracing::info!(
+                ended,
+                "notification holders ended early; starting them again"
+            );
+        }
+        while tasks.try_join_next().is_some() {}
         let mut retry_lists = Vec::new();
         report.pushed += sweep_pushes(&deps).await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "sweep failed");
@@ -270,16 +306,16 @@ pub async fn run(deps: Arc<Deps>, tuning: PollerTuning) -> Result<PollReport> {
                     }
                 }
                 let (tx, rx) = watch::channel(sessions);
-                held.insert((key, tenant.clone()), Held { sessions: tx });
                 report.tenants_held += 1;
-                tasks.spawn(hold_tenant(
+                let task = tasks.spawn(hold_tenant(
                     deps.clone(),
                     provider.clone(),
-                    tenant,
+                    tenant.clone(),
                     rx,
                     deadline,
                     applied.clone(),
                 ));
+                held.insert((key, tenant), Held { sessions: tx, task });
             }
         }
         if outage_work.as_ref().is_none_or(|h| h.is_finished()) {
@@ -393,4 +429,60 @@ async fn hold_tenant(
 /// The scheduled event's answer.
 pub fn report_json(report: &PollReport) -> Value {
     json!({"ok": true, "report": report})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::HandoffError;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn a_round_that_dies_does_not_stop_the_rounds_after_it() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let deadline = Instant::now() + Duration::from_millis(300);
+        let total = repeat_until(deadline, Duration::from_millis(10), move || {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                match n {
+                    1 => panic!("cut short"),
+                    2 => Err(HandoffError::internal("store down")),
+                    _ => Ok(1),
+                }
+            }
+        })
+        .await;
+        let calls = calls.load(Ordering::SeqCst);
+        assert!(calls > 5, "rounds went on after the dead one: {calls}");
+        assert_eq!(
+            total,
+            calls - 2,
+            "every round but the two failed ones counted"
+        );
+    }
+
+    #[tokio::test]
+    async fn holders_that_ended_are_forgotten_and_live_ones_kept() {
+        let mut tasks = JoinSet::new();
+        let done = tasks.spawn(async {});
+        let dead = tasks.spawn(async { panic!("cut short") });
+        let live = tasks.spawn(std::future::pending::<()>());
+        while !(done.is_finished() && dead.is_finished()) {
+            tokio::task::yield_now().await;
+        }
+        let mut held = HashMap::new();
+        for (name, task) in [("done", done), ("dead", dead), ("live", live)] {
+            held.insert(
+                name,
+                Held {
+                    sessions: watch::channel(Vec::new()).0,
+                    task,
+                },
+            );
+        }
+        assert_eq!(forget_ended(&mut held), 2);
+        assert_eq!(held.keys().copied().collect::<Vec<_>>(), vec!["live"]);
+        tasks.abort_all();
+    }
 }

@@ -211,6 +211,10 @@ impl NotificationSource for Nice {
         let mut seen: HashMap<String, Observed> = HashMap::new();
         let mut pause = interval;
         loop {
+            if sink.is_closed() {
+                // Whoever stored the events is gone: end, so the poller starts anew.
+                return Ok(());
+            }
             let current = sessions.borrow_and_update().clone();
             // Forget contacts no longer watched; a returning one starts from its record.
             seen.retain(|cid, _| current.iter().any(|s| contact_id(s) == Some(cid)));
