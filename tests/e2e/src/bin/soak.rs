@@ -16,7 +16,10 @@
 //! `SOAK_WEBHOOK_DUPLICATE_RATIO` (0.3), `SOAK_WEBHOOK_REORDER_RATIO` (0.1),
 //! `SOAK_CALLBACK_FAIL_RATIO` (0.1), `SOAK_STREAM_DROP_SECS` (15; 0 = off).
 //! The soak's tenants set `agent_reorder_window_ms` to
-//! `SOAK_REORDER_WINDOW_MS` (1000), so held-back webhooks are put back in order.
+//! `SOAK_REORDER_WINDOW_MS` (6000), so held-back webhooks are put back in
+//! order: it must outlast the platforms' webhook retry delay (Genesys retries
+//! 5 s apart), because a message held back behind one whose first try failed
+//! arrives after that retry.
 //! Exit status 1 when anything was lost, duplicated, out of order or not ended.
 
 use std::collections::{BTreeMap, HashMap};
@@ -498,7 +501,7 @@ async fn main() {
         a.seed
     );
     let callback_fail = knob("SOAK_CALLBACK_FAIL_RATIO", 0.1);
-    let window = knob("SOAK_REORDER_WINDOW_MS", 1000.0) as u64;
+    let window = knob("SOAK_REORDER_WINDOW_MS", 6000.0) as u64;
     println!("tenants' agent_reorder_window_ms: {window}");
     let mut tenants = Vec::new();
     for p in Platform::ALL {
