@@ -167,21 +167,27 @@ async fn agent_end_closes_the_widget(p: Platform) {
     );
 }
 
-async fn user_end_closes_on_the_platform(p: Platform) {
-    let t = TestTenant::on(p, "live").await;
-    let (session, cid) = t.accepted().await;
-    let ended = t.end(&session).await;
+/// The user ends: answered as ended by the user, the customer is
+/// disconnected on the platform, and the widget gets `SESSION_END`.
+async fn user_ends_on_both_sides(t: &TestTenant, session: &str, cid: &str) {
+    let ended = t.end(session).await;
     assert_eq!(
         (ended["status"].as_str(), ended["ended_by"].as_str()),
         (Some("ended"), Some("user")),
         "{ended}"
     );
-    t.wait_conversation_id(&cid, "customer disconnected", |c| {
+    t.wait_conversation_id(cid, "customer disconnected", |c| {
         c["customer_connected"] == false
     })
     .await;
-    let end = t.wait_event(&session, "SESSION_END", |_| true).await;
+    let end = t.wait_event(session, "SESSION_END", |_| true).await;
     assert_eq!(end.data["ended_by"], "user");
+}
+
+async fn user_end_closes_on_the_platform(p: Platform) {
+    let t = TestTenant::on(p, "live").await;
+    let (session, cid) = t.accepted().await;
+    user_ends_on_both_sides(&t, &session, &cid).await;
     assert_eq!(t.end(&session).await["status"], "ended", "idempotent");
     tokio::time::sleep(Duration::from_secs(2)).await; // the platform's echo of our end
     let types = t.types(&session);
@@ -211,18 +217,7 @@ async fn a_user_end_the_platform_refuses_is_not_reported_ended(p: Platform) {
     let conv = t.conversation_by_id(&cid).await.unwrap();
     assert_ne!(conv["customer_connected"], false, "{conv}");
     // The runtime's retry, once the platform answers again.
-    let ended = t.end(&session).await;
-    assert_eq!(
-        (ended["status"].as_str(), ended["ended_by"].as_str()),
-        (Some("ended"), Some("user")),
-        "{ended}"
-    );
-    t.wait_conversation_id(&cid, "customer disconnected", |c| {
-        c["customer_connected"] == false
-    })
-    .await;
-    let end = t.wait_event(&session, "SESSION_END", |_| true).await;
-    assert_eq!(end.data["ended_by"], "user");
+    user_ends_on_both_sides(&t, &session, &cid).await;
 }
 
 async fn platform_faults_are_retried_without_duplicates(p: Platform) {
@@ -323,19 +318,24 @@ async fn agent_sends(t: &TestTenant, cid: &str, n: usize) -> Vec<String> {
     sent
 }
 
-async fn held_back_deliveries_reach_the_widget_in_the_platforms_order(p: Platform) {
-    let t = TestTenant::with_runtime(p, "live", json!({"agent_reorder_window_ms": 1500})).await;
-    let (session, cid) = t.accepted().await;
-    // The first message is delivered after the second.
+/// Three agent messages, the first delivered after the second: the widget
+/// gets them in the platform's order.
+async fn first_delivered_after_second_still_goes_first(t: &TestTenant, session: &str, cid: &str) {
     t.faults(json!({"webhook_out_of_order_next": 1})).await;
-    let sent = agent_sends(&t, &cid, 3).await;
+    let sent = agent_sends(t, cid, 3).await;
     for id in &sent {
-        t.wait_event(&session, "LIVE_AGENT_MESSAGE", |e| {
+        t.wait_event(session, "LIVE_AGENT_MESSAGE", |e| {
             e.data["message_id"] == id.as_str()
         })
         .await;
     }
-    assert_eq!(agent_message_ids(&t, &session, &sent), sent);
+    assert_eq!(agent_message_ids(t, session, &sent), sent);
+}
+
+async fn held_back_deliveries_reach_the_widget_in_the_platforms_order(p: Platform) {
+    let t = TestTenant::with_runtime(p, "live", json!({"agent_reorder_window_ms": 1500})).await;
+    let (session, cid) = t.accepted().await;
+    first_delivered_after_second_still_goes_first(&t, &session, &cid).await;
     assert_gap_free(&t.events(&session));
 }
 
@@ -346,15 +346,7 @@ async fn an_agents_first_messages_keep_their_order_behind_an_implied_join(p: Pla
     let t = TestTenant::with_runtime(p, "live", json!({"agent_reorder_window_ms": 1500})).await;
     let (session, cid) = t.handed_off().await;
     t.agent(&cid, "accept", json!({"agent_name": "Sam"})).await;
-    t.faults(json!({"webhook_out_of_order_next": 1})).await;
-    let sent = agent_sends(&t, &cid, 3).await;
-    for id in &sent {
-        t.wait_event(&session, "LIVE_AGENT_MESSAGE", |e| {
-            e.data["message_id"] == id.as_str()
-        })
-        .await;
-    }
-    assert_eq!(agent_message_ids(&t, &session, &sent), sent);
+    first_delivered_after_second_still_goes_first(&t, &session, &cid).await;
     let events = t.events(&session);
     let seq_of = |ty: &str| {
         events

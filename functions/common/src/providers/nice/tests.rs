@@ -342,6 +342,18 @@ async fn refused_access_keys_are_an_auth_error() {
     assert!(matches!(err, HandoffError::ProviderAuth(_)), "{err:?}");
 }
 
+/// Session `conv-1` on contact 5001.
+fn on_contact_5001(t: &Tenant) -> SessionRecord {
+    let mut session = SessionRecord::new(
+        t.clone(),
+        SessionId::parse("conv-1").unwrap(),
+        IntegrationKey::Nice,
+        json!({}),
+    );
+    session.provider_conversation_id = Some("5001".into());
+    session
+}
+
 #[tokio::test]
 async fn typing_end_and_reconcile() {
     let (base, log) = scripted(|req, _| match (req.method.as_str(), req.path.as_str()) {
@@ -363,13 +375,7 @@ async fn typing_end_and_reconcile() {
         refreshed: &refreshed,
     };
     let nice = Nice::new();
-    let mut session = SessionRecord::new(
-        t.clone(),
-        SessionId::parse("conv-1").unwrap(),
-        IntegrationKey::Nice,
-        json!({}),
-    );
-    session.provider_conversation_id = Some("5001".into());
+    let session = on_contact_5001(&t);
     nice.send_typing(&ctx, &session, true).await.unwrap();
     nice.send_typing(&ctx, &session, false).await.unwrap();
     nice.end(&ctx, &session).await.unwrap();
@@ -410,13 +416,7 @@ async fn a_close_refused_with_429_is_not_an_end() {
         http: &http,
         refreshed: &refreshed,
     };
-    let mut session = SessionRecord::new(
-        t.clone(),
-        SessionId::parse("conv-1").unwrap(),
-        IntegrationKey::Nice,
-        json!({}),
-    );
-    session.provider_conversation_id = Some("5001".into());
+    let session = on_contact_5001(&t);
     let err = Nice::new().end(&ctx, &session).await.unwrap_err();
     assert!(
         matches!(err, HandoffError::ProviderUnavailable(_)),
