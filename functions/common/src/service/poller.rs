@@ -205,15 +205,22 @@ pub async fn expire_sessions(deps: &Deps, key: IntegrationKey, live: &[SessionRe
 struct Held {
     sessions: watch::Sender<Vec<SessionRecord>>,
     task: tokio::task::AbortHandle,
+    started: Instant,
 }
 
+/// A tenant's holder is started again no sooner than this after its last
+/// start, so one that keeps failing (say, revoked credentials) does not call
+/// the platform every refresh.
+const RESTART_GAP: Duration = Duration::from_secs(5);
+
 /// Forgets holders whose task has ended before the deadline (it died, or
-/// idled out with nothing to watch), so the next refresh starts a new one for
-/// the tenant, which catches up from the platform as after any reconnect.
-/// Returns how many were forgotten.
-fn forget_ended<K: Eq + std::hash::Hash>(held: &mut HashMap<K, Held>) -> usize {
+/// idled out with nothing to watch) and that started at least [`RESTART_GAP`]
+/// before `now`, so the next refresh starts a new one for the tenant, which
+/// catches up from the platform as after any reconnect. Returns how many were
+/// forgotten.
+fn forget_ended<K: Eq + std::hash::Hash>(held: &mut HashMap<K, Held>, now: Instant) -> usize {
     let before = held.len();
-    held.retain(|_, h| !h.task.is_finished());
+    held.retain(|_, h| !h.task.is_finished() || now.duration_since(h.started) < RESTART_GAP);
     before - held.len()
 }
 
@@ -238,7 +245,7 @@ pub async fn run(deps: Arc<Deps>, tuning: PollerTuning) -> Result<PollReport> {
     ));
 
     loop {
-        let ended = forget_ended(&mut held);
+        let ended = forget_ended(&mut held, Instant::now());
         if ended > 0 {
             tracing::info!(
                 ended,
@@ -315,7 +322,15 @@ pub async fn run(deps: Arc<Deps>, tuning: PollerTuning) -> Result<PollReport> {
                     deadline,
                     applied.clone(),
                 ));
-                held.insert((key, tenant), Held { sessions: tx, task });
+                let started = Instant::now();
+                held.insert(
+                    (key, tenant),
+                    Held {
+                        sessions: tx,
+                        task,
+                        started,
+                    },
+                );
             }
         }
         if outage_work.as_ref().is_none_or(|h| h.is_finished()) {
@@ -467,22 +482,35 @@ mod tests {
         let mut tasks = JoinSet::new();
         let done = tasks.spawn(async {});
         let dead = tasks.spawn(async { panic!("cut short") });
+        let just_died = tasks.spawn(async { panic!("cut short") });
         let live = tasks.spawn(std::future::pending::<()>());
-        while !(done.is_finished() && dead.is_finished()) {
+        while !(done.is_finished() && dead.is_finished() && just_died.is_finished()) {
             tokio::task::yield_now().await;
         }
+        let now = Instant::now();
+        let long_ago = now - RESTART_GAP - Duration::from_secs(1);
         let mut held = HashMap::new();
-        for (name, task) in [("done", done), ("dead", dead), ("live", live)] {
+        for (name, task, started) in [
+            ("done", done, long_ago),
+            ("dead", dead, long_ago),
+            ("just_died", just_died, now - Duration::from_secs(1)),
+            ("live", live, long_ago),
+        ] {
+            let sessions = watch::channel(Vec::new()).0;
             held.insert(
                 name,
                 Held {
-                    sessions: watch::channel(Vec::new()).0,
+                    sessions,
                     task,
+                    started,
                 },
             );
         }
-        assert_eq!(forget_ended(&mut held), 2);
-        assert_eq!(held.keys().copied().collect::<Vec<_>>(), vec!["live"]);
+        assert_eq!(forget_ended(&mut held, now), 2);
+        let mut kept: Vec<_> = held.keys().copied().collect();
+        kept.sort();
+        // One that died within the gap waits before it is started again.
+        assert_eq!(kept, vec!["just_died", "live"]);
         tasks.abort_all();
     }
 }
