@@ -15,8 +15,8 @@
 //! comes after `SESSION_END`. A message that implies a join or a transfer
 //! releases what was held before it, its join goes out at once, and the
 //! message itself is held behind it (the agent's first message overtaken by
-//! the second still reaches the widget first). A dedupe key is stored when the message is held,
-//! so a redelivery during the window is a duplicate as usual.
+//! the second still reaches the widget first). A dedupe key is stored when the
+//! message is held, so a redelivery during the window is a duplicate as usual.
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;

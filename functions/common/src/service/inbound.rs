@@ -280,12 +280,22 @@ pub async fn release_due(
     else {
         return Ok(0);
     };
-    if !events.is_empty() {
-        record_relayed(deps, &after, &events).await;
-        deps.push_appended(tenant, &after.session_id, after.delivered_seq, &events)
-            .await;
-    }
+    relay_appended(deps, &after, &events).await;
     Ok(events.len())
+}
+
+/// Counts and pushes the client events an append stored, if any.
+async fn relay_appended(deps: &Deps, after: &SessionRecord, events: &[StoredEvent]) {
+    if !events.is_empty() {
+        record_relayed(deps, after, events).await;
+        deps.push_appended(
+            &after.tenant,
+            &after.session_id,
+            after.delivered_seq,
+            events,
+        )
+        .await;
+    }
 }
 
 /// Stores one platform event exactly once and pushes the client events it implies.
@@ -334,11 +344,7 @@ pub async fn apply_event(
             session: after,
             events,
         } => {
-            if !events.is_empty() {
-                record_relayed(deps, &after, &events).await;
-                deps.push_appended(tenant, &after.session_id, after.delivered_seq, &events)
-                    .await;
-            }
+            relay_appended(deps, &after, &events).await;
             Ok(Applied::Stored(events.len()))
         }
     }

@@ -52,7 +52,7 @@ impl PollerTuning {
         Self {
             hold: Duration::from_secs(hold),
             refresh: Duration::from_millis(num("POLLER_REFRESH_MS", 2000).max(100)),
-            release: Duration::from_secs(num("POLLER_RELEASE_SECONDS", hold).max(hold)),
+            release: Duration::from_secs(num("POLLER_RELEASE_SECONDS", hold)),
         }
     }
 }
@@ -123,18 +123,23 @@ pub async fn release_holds(deps: &Deps) -> Result<usize> {
 
 /// Releases due holds every [`crate::reorder::RELEASE_TICK`] until `deadline`.
 async fn release_holds_until(deps: Arc<Deps>, deadline: Instant) -> usize {
-    repeat_until(deadline, crate::reorder::RELEASE_TICK, move || {
-        let deps = deps.clone();
-        async move { release_holds(&deps).await }
-    })
+    repeat_until(
+        "release held messages",
+        deadline,
+        crate::reorder::RELEASE_TICK,
+        move || {
+            let deps = deps.clone();
+            async move { release_holds(&deps).await }
+        },
+    )
     .await
 }
 
 /// Runs `round` every `tick` until `deadline`, each round as its own task: a
 /// round that dies (a crash cut it short, a bug) is logged and the next one
 /// goes on, so one bad session cannot stop the work for the whole invocation.
-/// Returns the sum of what the rounds reported.
-async fn repeat_until<F, Fut>(deadline: Instant, tick: Duration, round: F) -> usize
+/// Returns the sum of what the rounds reported; `what` names them in the log.
+async fn repeat_until<F, Fut>(what: &str, deadline: Instant, tick: Duration, round: F) -> usize
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<usize>> + Send + 'static,
@@ -143,8 +148,8 @@ where
     while Instant::now() < deadline {
         match tokio::spawn(round()).await {
             Ok(Ok(n)) => total += n,
-            Ok(Err(e)) => tracing::warn!(error = %e, "listing due holds failed"),
-            Err(e) => tracing::warn!(error = %e, "a release round died; the next goes on"),
+            Ok(Err(e)) => tracing::warn!(round = what, error = %e, "round failed"),
+            Err(e) => tracing::warn!(round = what, error = %e, "round died; the next goes on"),
         }
         tokio::time::sleep(tick).await;
     }
@@ -457,7 +462,7 @@ mod tests {
         let calls = Arc::new(AtomicUsize::new(0));
         let counted = calls.clone();
         let deadline = Instant::now() + Duration::from_millis(300);
-        let total = repeat_until(deadline, Duration::from_millis(10), move || {
+        let total = repeat_until("test", deadline, Duration::from_millis(10), move || {
             let n = counted.fetch_add(1, Ordering::SeqCst);
             async move {
                 match n {

@@ -364,18 +364,10 @@ async fn typing_end_and_reconcile() {
         _ => (404, Value::Null),
     })
     .await;
-    let creds = secret(&base);
-    let http = reqwest::Client::new();
-    let refreshed = Default::default();
-    let t = tenant();
-    let ctx = ProviderCtx {
-        tenant: &t,
-        credentials: &creds,
-        http: &http,
-        refreshed: &refreshed,
-    };
+    let fixture = crate::providers::TestCtx::new(secret(&base));
+    let ctx = fixture.ctx();
     let nice = Nice::new();
-    let session = on_contact_5001(&t);
+    let session = on_contact_5001(&fixture.tenant);
     nice.send_typing(&ctx, &session, true).await.unwrap();
     nice.send_typing(&ctx, &session, false).await.unwrap();
     nice.end(&ctx, &session).await.unwrap();
@@ -406,17 +398,9 @@ async fn a_close_refused_with_429_is_not_an_end() {
         _ => (404, Value::Null),
     })
     .await;
-    let creds = secret(&base);
-    let http = reqwest::Client::new();
-    let refreshed = Default::default();
-    let t = tenant();
-    let ctx = ProviderCtx {
-        tenant: &t,
-        credentials: &creds,
-        http: &http,
-        refreshed: &refreshed,
-    };
-    let session = on_contact_5001(&t);
+    let fixture = crate::providers::TestCtx::new(secret(&base));
+    let ctx = fixture.ctx();
+    let session = on_contact_5001(&fixture.tenant);
     let err = Nice::new().end(&ctx, &session).await.unwrap_err();
     assert!(
         matches!(err, HandoffError::ProviderUnavailable(_)),
